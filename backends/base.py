@@ -1,0 +1,37 @@
+"""The ``Backend`` protocol: what an array library must provide to run pcgraph's schedules.
+
+Backends know no graph: they hand the executor an array namespace and move arrays in and out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from typing_extensions import Protocol, runtime_checkable
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An array library pcgraph can execute on."""
+
+    name: str
+    xp: Any  # the array namespace the op rules are written against
+
+    def asarray(self, x: Any, dtype: str) -> Any:
+        """``x`` (NumPy, list, scalar or native array) as a native array of ``dtype`` name."""
+        ...
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A native array copied to host memory as a NumPy array."""
+        ...
+
+    def is_native(self, x: Any) -> bool:
+        """Whether ``x`` is already this backend's array type (no transfer needed)."""
+        ...
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the CPU); benchmarks call it before timing."""
+        ...

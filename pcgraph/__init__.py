@@ -1,0 +1,88 @@
+"""pcgraph: predictive coding (IL, Z-IL) and backprop on explicit computational graphs.
+
+import pcgraph as pc
+g = pc.Graph("mlp")
+x = g.input("x", (784,))
+...
+prog = pc.compile(g)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+
+def _bind_backends_package() -> None:
+    """In a source tree that was not installed, map ``pcgraph.backends`` to ``<root>/backends``
+    as the installed package does (``package-dir`` in pyproject.toml)."""
+    if importlib.util.find_spec(__name__ + ".backends") is not None:
+        return
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "backends")
+    spec = importlib.util.spec_from_file_location(
+        __name__ + ".backends", os.path.join(root, "__init__.py"), submodule_search_locations=[root]
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError("pcgraph.backends is missing: reinstall pcgraph")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+
+_bind_backends_package()
+
+from . import backends, init  # noqa: E402
+from .backends import set_default_backend  # noqa: E402
+from .compile import UnusedParameterWarning  # noqa: E402
+from .errors import (  # noqa: E402
+    BackendError,
+    FeedError,
+    FileFormatError,
+    GraphError,
+    NumericalError,
+    OptionError,
+    PCGraphError,
+    ShapeError,
+)
+from .graph import DSL, Graph, Node, flatten  # noqa: E402
+from .ops import OPS  # noqa: E402
+from .program import Program, compile  # noqa: E402
+
+globals().update(DSL)  # pc.relu, pc.matmul, pc.softmax_cross_entropy, ... one per op in the table
+
+
+def to_numpy(x):  # noqa: ANN001, ANN201
+    """A backend array (or a dict of them) copied to host NumPy arrays."""
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {k: to_numpy(v) for k, v in x.items()}
+    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+        return x.get()
+    return np.asarray(x)
+
+
+__version__ = "0.1.0"
+__all__ = [
+    "Graph",
+    "Node",
+    "Program",
+    "compile",
+    "flatten",
+    "to_numpy",
+    "set_default_backend",
+    "backends",
+    "init",
+    "OPS",
+    "UnusedParameterWarning",
+    "PCGraphError",
+    "GraphError",
+    "ShapeError",
+    "FeedError",
+    "BackendError",
+    "OptionError",
+    "NumericalError",
+    "FileFormatError",
+    *DSL,
+]

@@ -1,0 +1,28 @@
+"""Backpropagation: the reference every predictive-coding algorithm is measured against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pcgraph.compile import Compiled, bp_sections
+from pcgraph.execute import run
+from pcgraph.schedule import Schedule
+
+from . import Algorithm, register
+
+
+def schedule(c: Compiled, opts: dict) -> Schedule:
+    return Schedule("bp", c.name, tuple(opts.items()), bp_sections(c))
+
+
+def grads(program: Any, params: Any, batch: Any, opts: dict) -> tuple[dict, dict]:
+    sched = program.schedule("bp", **opts)
+    state, size = program._state(params, batch, [program.loss_node])
+    state["g"] = {}
+    run(program.xp, program.compiled, sched.steps, state, size, program._float)
+    zero = program.zeros_like_params()
+    out = {p: state["g"].get(p, zero[p]) for p in program.params}
+    return out, {"state": state, "batch_size": size}
+
+
+register(Algorithm("bp", "backpropagation (reverse-mode differentiation)", schedule, grads))

@@ -1,0 +1,233 @@
+"""The compiler: validate a graph, order its nodes, and emit schedules.  It knows no array library.
+
+``analyse(graph)`` freezes a ``Graph`` into a ``Compiled`` record (nodes in deterministic
+topological order, each with its canonical and lowered attributes); the emitters below turn that
+record into the plain-data schedules of ``schedule.py``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from .errors import GraphError
+from .graph import LEAF_KINDS, Graph, infer
+from .ops import OPS
+from .schedule import VJP, Eval, Section, Seed
+
+
+class UnusedParameterWarning(UserWarning):
+    """A parameter from which the loss cannot be reached: it never gets a gradient."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node as the compiler froze it."""
+
+    name: str
+    kind: str
+    op: str | None
+    operands: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    batched: bool
+    attrs: dict
+    lowered: dict
+    init: Any = None
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A validated graph: nodes in topological order, the loss, and the derived relations."""
+
+    name: str
+    nodes: dict[str, NodeSpec]  # topological order
+    loss: str
+    children: dict[str, tuple[tuple[str, int], ...]]  # node -> ((child, argnum), ...)
+    label_classes: dict[str, int]  # integer leaf -> number of classes it indexes
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.nodes)
+
+    def of_kind(self, kind: str) -> list[str]:
+        return [n for n, s in self.nodes.items() if s.kind == kind]
+
+    def ancestors(self, targets: list[str]) -> set[str]:
+        """``targets`` and every node they depend on."""
+        seen, stack = set(), list(targets)
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.nodes[n].operands)
+        return seen
+
+    def descendants(self, sources: list[str]) -> set[str]:
+        """``sources`` and every node that depends on them."""
+        seen, stack = set(), list(sources)
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(c for c, _ in self.children[n])
+        return seen
+
+
+def _operands(G: nx.MultiDiGraph, name: str) -> tuple[str, ...]:
+    edges = list(G.in_edges(name, data="pos"))
+    positions = sorted(pos if isinstance(pos, int) else -1 for _, _, pos in edges)
+    if positions != list(range(len(edges))):
+        raise GraphError(
+            f"node {name!r}: its incoming edges must carry operand positions 0..{len(edges) - 1} "
+            f"once each, got {[pos for _, _, pos in edges]}"
+        )
+    by_pos = {pos: src for src, _, pos in edges}
+    return tuple(by_pos[i] for i in range(len(edges)))
+
+
+def analyse(graph: Graph) -> Compiled:
+    """Validate ``graph`` and freeze it; raises ``GraphError``/``ShapeError`` naming the fault."""
+    if not isinstance(graph, Graph):
+        raise GraphError(f"compile() needs a pcgraph.Graph, got {type(graph).__name__}")
+    G = graph.nx
+    if not nx.is_directed_acyclic_graph(G):
+        cycle = " -> ".join(u for u, _, *_ in nx.find_cycle(G))
+        raise GraphError(f"graph {graph.name!r} has a cycle: {cycle}")
+    loss = G.graph.get("loss")
+    if loss is None:
+        raise GraphError(f"graph {graph.name!r} has no loss: call g.set_loss(node)")
+    if loss not in G:
+        raise GraphError(f"the loss node {loss!r} is no longer in graph {graph.name!r}")
+
+    nodes: dict[str, NodeSpec] = {}
+    for name in nx.lexicographical_topological_sort(G, key=str):
+        data = G.nodes[name]
+        kind = data.get("kind")
+        operands = _operands(G, name)
+        if kind in LEAF_KINDS:
+            if operands:
+                raise GraphError(f"{kind} node {name!r} cannot have operands, it has {operands}")
+            nodes[name] = NodeSpec(
+                name,
+                kind,
+                None,
+                (),
+                tuple(data["shape"]),
+                data["dtype"],
+                data["batched"],
+                {},
+                {},
+                data.get("init"),
+                data.get("value"),
+            )
+            continue
+        if kind != "op":
+            raise GraphError(f"node {name!r} has kind {kind!r}; expected op or {LEAF_KINDS}")
+        op = data.get("op")
+        if op not in OPS:
+            raise GraphError(
+                f"node {name!r}: unknown op {op!r}; known ops: {', '.join(sorted(OPS))}"
+            )
+        given = {k: v for k, v in (data.get("attrs") or {}).items()}
+        info = infer(OPS[op], name, list(operands), [G.nodes[o] for o in operands], given)
+        if tuple(info["shape"]) != tuple(data.get("shape", info["shape"])):
+            raise GraphError(
+                f"node {name!r} ({op}) records shape {tuple(data['shape'])} but its operands give "
+                f"{info['shape']}; was g.nx edited?"
+            )
+        lead = 1 if info["batched"] else 0
+        nodes[name] = NodeSpec(
+            name,
+            "op",
+            op,
+            operands,
+            info["shape"],
+            info["dtype"],
+            info["batched"],
+            info["attrs"],
+            OPS[op].lowered(info["attrs"], lead),
+        )
+
+    spec = nodes[loss]
+    if spec.shape != () or not spec.batched:
+        raise GraphError(
+            f"the loss node {loss!r} must be a batched scalar per example, got "
+            f"shape {spec.shape}{'' if spec.batched else ' without a batch axis'}"
+        )
+    children: dict[str, list] = {n: [] for n in nodes}
+    for n, s in nodes.items():
+        for pos, o in enumerate(s.operands):
+            children[o].append((n, pos))
+    compiled = Compiled(
+        graph.name, nodes, loss, {n: tuple(c) for n, c in children.items()}, _label_classes(nodes)
+    )
+    feeding = compiled.ancestors([loss])
+    unused = [p for p in compiled.of_kind("param") if p not in feeding]
+    if unused:
+        warnings.warn(
+            f"graph {graph.name!r}: parameter(s) {', '.join(unused)} do not reach the loss "
+            f"{loss!r} and will get zero gradients",
+            UnusedParameterWarning,
+            stacklevel=3,
+        )
+    return compiled
+
+
+def _label_classes(nodes: dict[str, NodeSpec]) -> dict[str, int]:
+    """Integer leaves that reach a cross-entropy's label operand, with the class count they index."""
+    found: dict[str, int] = {}
+    for spec in nodes.values():
+        if spec.op == "softmax_cross_entropy" and nodes[spec.operands[1]].dtype == "int64":
+            classes = nodes[spec.operands[0]].shape[-1]
+            for leaf in _leaves_of(nodes, spec.operands[1]):
+                found[leaf] = min(found.get(leaf, classes), classes)
+    return found
+
+
+def _leaves_of(nodes: dict[str, NodeSpec], name: str) -> set[str]:
+    seen, stack = set(), [name]
+    while stack:
+        n = nodes[stack.pop()]
+        if n.op is None:
+            seen.add(n.name)
+        stack.extend(n.operands)
+    return seen
+
+
+# ------------------------------------------------------------------ emitters
+def forward_steps(c: Compiled, targets: list[str]) -> tuple[Eval, ...]:
+    """Evaluate every op node that ``targets`` depend on, in topological order."""
+    need = c.ancestors(targets)
+    return tuple(
+        Eval(n, s.op, s.operands, tuple(s.attrs.items()))
+        for n, s in c.nodes.items()
+        if s.op is not None and n in need
+    )
+
+
+def grad_nodes(c: Compiled) -> set[str]:
+    """Nodes that carry a cotangent in backprop: on a path from a parameter to the loss."""
+    return c.descendants(c.of_kind("param")) & c.ancestors([c.loss])
+
+
+def backward_steps(c: Compiled, seed: str = "g") -> tuple:
+    """Reverse-mode sweep: seed the loss, then one VJP per (node, operand) on a parameter path."""
+    live = grad_nodes(c)
+    steps: list = [Seed(c.loss, into=seed)]
+    for n in reversed(c.order):
+        s = c.nodes[n]
+        if s.op is None or n not in live:
+            continue
+        for pos, o in enumerate(s.operands):
+            if o in live:
+                steps.append(VJP(n, s.op, pos, o, src=seed, into=seed))
+    return tuple(steps)
+
+
+def bp_sections(c: Compiled) -> tuple[Section, ...]:
+    return (Section("forward", forward_steps(c, [c.loss])), Section("backward", backward_steps(c)))

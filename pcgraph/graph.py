@@ -1,0 +1,372 @@
+"""The DSL: a model is an explicit DAG of primitive ops held in a ``networkx.MultiDiGraph``.
+
+Node attributes (``g.nx.nodes[name]``): ``kind`` (input, target, param, const, op), ``op`` (op
+nodes), ``shape`` (per-example; the batch axis is implicit and leading), ``dtype`` ("float" or
+"int64"), ``batched`` (whether values carry the batch axis), ``attrs`` (canonical op attributes),
+``init`` (params) and ``value`` (consts).  Each edge is one operand, with attribute ``pos``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import networkx as nx
+
+from .errors import GraphError, ShapeError
+from .init import INITIALIZERS, InitSpec
+from .ops import OPS, OpDef
+
+LEAF_KINDS = ("input", "target", "param", "const")
+_DTYPES = {
+    "float": "float",
+    "float32": "float",
+    "float64": "float",
+    "int64": "int64",
+    "int": "int64",
+    "int32": "int64",
+}
+
+
+def _dtype(dtype: Any, what: str) -> str:
+    key = getattr(dtype, "__name__", None) if isinstance(dtype, type) else str(dtype)
+    if key not in _DTYPES:
+        raise GraphError(f"{what}: unknown dtype {dtype!r}; use 'float' or 'int64'")
+    return _DTYPES[key]
+
+
+def _shape(shape: Any, what: str) -> tuple[int, ...]:
+    if isinstance(shape, numbers.Integral):
+        shape = (shape,)
+    try:
+        out = tuple(shape)
+    except TypeError:
+        raise GraphError(f"{what}: shape must be a tuple of ints, got {shape!r}") from None
+    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in out):
+        raise GraphError(f"{what}: shape must hold positive ints, got {shape!r}")
+    return tuple(int(n) for n in out)
+
+
+def infer(
+    op: OpDef, name: str, operands: list[str], info: list[Mapping[str, Any]], attrs: Mapping
+) -> dict:
+    """Check an op node against its op's rules; return its ``shape``, ``dtype``, ``batched``, ``attrs``.
+
+    ``info`` holds the operands' node attributes.  Raises ``ShapeError`` naming node, op and shapes.
+    """
+    shapes = [tuple(i["shape"]) for i in info]
+    batched = [bool(i["batched"]) for i in info]
+    dtypes = [i["dtype"] for i in info]
+
+    def fail(msg: str) -> ShapeError:
+        listed = ", ".join(
+            f"{o!r} {s}{' batched' if b else ''}{' int64' if d == 'int64' else ''}"
+            for o, s, b, d in zip(operands, shapes, batched, dtypes)
+        )
+        return ShapeError(f"node {name!r} ({op.name}): {msg} [operands: {listed}]")
+
+    if op.arity is not None and len(operands) != op.arity:
+        raise fail(f"takes {op.arity} operand(s), got {len(operands)}")
+    if not operands:
+        raise fail("needs at least one operand")
+    unknown = set(attrs) - set(op.defaults) - set(op.attr_order)
+    if unknown:
+        valid = sorted(set(op.defaults) | set(op.attr_order)) or ["none"]
+        raise fail(f"unknown attribute(s) {sorted(unknown)}; valid: {', '.join(valid)}")
+    for pos, d in enumerate(dtypes):
+        if d == "int64" and pos not in op.int_operands and not op.structural:
+            raise fail(f"operand {pos} is an integer array; {op.name} needs floats there")
+    full = {**op.defaults, **attrs}
+    try:
+        canon = op.canon(full, shapes) if op.canon else full
+        shape = tuple(op.shape(shapes, batched, **canon))
+        if op.check_dtypes:
+            op.check_dtypes(shapes, dtypes)
+    except (ValueError, TypeError) as e:
+        raise fail(str(e)) from None
+    dtype = "int64" if op.structural and all(d == "int64" for d in dtypes) else "float"
+    if dtype == "float" and "int64" in dtypes and op.structural:
+        raise fail("mixes integer and float operands")
+    return {"shape": shape, "dtype": dtype, "batched": any(batched), "attrs": canon}
+
+
+class Node:
+    """A handle on one node of a ``Graph``; Python operators on it build op nodes."""
+
+    __slots__ = ("graph", "name")
+    __array_ufunc__ = None  # make ``ndarray + node`` defer to ``Node.__radd__``
+
+    def __init__(self, graph: Graph, name: str) -> None:
+        self.graph = graph
+        self.name = name
+
+    @property
+    def _data(self) -> dict:
+        return self.graph.nx.nodes[self.name]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Per-example shape (without the batch axis)."""
+        return self._data["shape"]
+
+    @property
+    def dtype(self) -> str:
+        return self._data["dtype"]
+
+    @property
+    def batched(self) -> bool:
+        return self._data["batched"]
+
+    @property
+    def kind(self) -> str:
+        return self._data["kind"]
+
+    @property
+    def op(self) -> str | None:
+        return self._data.get("op")
+
+    def __repr__(self) -> str:
+        what = self.op or self.kind
+        return f"<Node {self.name!r} {what} shape={self.shape}{' batched' if self.batched else ''}>"
+
+    def __hash__(self) -> int:
+        return hash((id(self.graph), self.name))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Node) and other.graph is self.graph and other.name == self.name
+
+    def __bool__(self) -> bool:
+        raise GraphError(f"node {self.name!r} has no truth value while the graph is being built")
+
+    def _bin(self, op: str, other: Any, swap: bool = False) -> Node:
+        pair = (other, self) if swap else (self, other)
+        return self.graph.op(op, *pair)
+
+    def __add__(self, o: Any) -> Node:
+        return self._bin("add", o)
+
+    def __radd__(self, o: Any) -> Node:
+        return self._bin("add", o, True)
+
+    def __sub__(self, o: Any) -> Node:
+        return self._bin("sub", o)
+
+    def __rsub__(self, o: Any) -> Node:
+        return self._bin("sub", o, True)
+
+    def __mul__(self, o: Any) -> Node:
+        return self._bin("mul", o)
+
+    def __rmul__(self, o: Any) -> Node:
+        return self._bin("mul", o, True)
+
+    def __truediv__(self, o: Any) -> Node:
+        return self._bin("div", o)
+
+    def __rtruediv__(self, o: Any) -> Node:
+        return self._bin("div", o, True)
+
+    def __matmul__(self, o: Any) -> Node:
+        return self._bin("matmul", o)
+
+    def __rmatmul__(self, o: Any) -> Node:
+        return self._bin("matmul", o, True)
+
+    def __neg__(self) -> Node:
+        return self.graph.op("neg", self)
+
+    def __getitem__(self, key: Any) -> Node:
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            return self.graph.op("index", self, i=int(key))
+        if isinstance(key, slice):
+            return self.graph.op("slice", self, start=key.start, stop=key.stop, step=key.step)
+        raise GraphError(
+            f"node {self.name!r}: only x[i] and x[start:stop:step] on the first per-example axis "
+            f"are supported, got {key!r}"
+        )
+
+
+class Graph:
+    """A model as an explicit DAG of primitive ops; ``g.nx`` is the networkx graph itself."""
+
+    def __init__(self, name: str = "graph") -> None:
+        self.name = name
+        self.nx = nx.MultiDiGraph(name=name, loss=None)
+
+    # ------------------------------------------------------------------ leaves
+    def _new(self, name: str, **data: Any) -> Node:
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"node names must be non-empty strings, got {name!r}")
+        if name in self.nx:
+            raise GraphError(f"a node named {name!r} already exists in graph {self.name!r}")
+        self.nx.add_node(name, **data)
+        return Node(self, name)
+
+    def input(self, name: str, shape: Iterable[int], dtype: Any = "float") -> Node:
+        """A batched data input of per-example ``shape``; ``dtype`` "float" or "int64"."""
+        what = f"input {name!r}"
+        return self._new(
+            name, kind="input", shape=_shape(shape, what), dtype=_dtype(dtype, what), batched=True
+        )
+
+    def target(self, name: str, shape: Iterable[int], dtype: Any = "float") -> Node:
+        """A batched target (labels) of per-example ``shape``; class indices use dtype "int64"."""
+        what = f"target {name!r}"
+        return self._new(
+            name, kind="target", shape=_shape(shape, what), dtype=_dtype(dtype, what), batched=True
+        )
+
+    def param(self, name: str, shape: Iterable[int], init: InitSpec | None = None) -> Node:
+        """A trainable parameter (no batch axis); ``init`` is a name in ``pc.init.INITIALIZERS``
+        or a callable ``(rng, shape) -> array``; by default glorot_uniform for rank >= 2, else zeros."""
+        shp = _shape(shape, f"param {name!r}") if tuple(shape) != () else ()
+        if init is not None and not callable(init) and init not in INITIALIZERS:
+            raise GraphError(
+                f"param {name!r}: unknown init {init!r}; use a callable (rng, shape) -> array or "
+                f"one of {', '.join(INITIALIZERS)}"
+            )
+        return self._new(name, kind="param", shape=shp, dtype="float", batched=False, init=init)
+
+    def const(self, value: Any, name: str | None = None) -> Node:
+        """A constant: a Python number or an array-like (stored as given, cast by the backend)."""
+        if isinstance(value, bool) or not (
+            isinstance(value, numbers.Real) or hasattr(value, "shape")
+        ):
+            raise GraphError(f"a constant must be a real number or an array, got {type(value)!r}")
+        shape = tuple(int(n) for n in getattr(value, "shape", ()))
+        return self._new(
+            name or self._auto("const"),
+            kind="const",
+            shape=shape,
+            dtype="float",
+            batched=False,
+            value=value,
+        )
+
+    # ------------------------------------------------------------------ ops
+    def _auto(self, base: str) -> str:
+        k = self.nx.graph.setdefault("_counters", {}).get(base, 0)
+        while f"{base}_{k}" in self.nx:
+            k += 1
+        self.nx.graph["_counters"][base] = k + 1
+        return f"{base}_{k}"
+
+    def _operand(self, x: Any) -> str:
+        if isinstance(x, Node):
+            if x.graph is not self:
+                raise GraphError(
+                    f"node {x.name!r} belongs to graph {x.graph.name!r}, not {self.name!r}"
+                )
+            return x.name
+        if isinstance(x, str):
+            if x not in self.nx:
+                raise GraphError(f"no node named {x!r} in graph {self.name!r}")
+            return x
+        return self.const(x).name
+
+    def op(self, op: str, *operands: Any, name: str | None = None, **attrs: Any) -> Node:
+        """Add an op node applying ``op`` to ``operands`` (nodes, names or constants)."""
+        if op not in OPS:
+            raise GraphError(f"unknown op {op!r}; known ops: {', '.join(sorted(OPS))}")
+        opdef = OPS[op]
+        if opdef.arity is None and len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+            operands = tuple(operands[0])
+        if opdef.arity is not None and len(operands) > opdef.arity:
+            extra = operands[opdef.arity :]
+            if len(extra) > len(opdef.attr_order):
+                raise GraphError(f"{op} takes {opdef.arity} operand(s), got {len(operands)}")
+            for key, value in zip(opdef.attr_order, extra):
+                if key in attrs:
+                    raise GraphError(f"{op}: attribute {key!r} given twice")
+                attrs[key] = value
+            operands = operands[: opdef.arity]
+        if name is not None and name in self.nx:
+            raise GraphError(f"a node named {name!r} already exists in graph {self.name!r}")
+        names = [self._operand(x) for x in operands]
+        node_name = name or self._auto(op)
+        info = infer(opdef, node_name, names, [self.nx.nodes[n] for n in names], attrs)
+        if opdef.elementwise:
+            names = [self._pad(n, len(info["shape"])) for n in names]
+        self._new(node_name, kind="op", op=op, **info)
+        for pos, operand in enumerate(names):
+            self.nx.add_edge(operand, node_name, pos=pos)
+        return Node(self, node_name)
+
+    def _pad(self, name: str, rank: int) -> str:
+        """Reshape a batched operand of lower per-example rank so broadcasting aligns per example."""
+        data = self.nx.nodes[name]
+        if not data["batched"] or len(data["shape"]) >= rank:
+            return name
+        shape = (1,) * (rank - len(data["shape"])) + tuple(data["shape"])
+        return self.op("reshape", name, shape=shape).name
+
+    # ------------------------------------------------------------------ loss and access
+    def set_loss(self, node: Node | str) -> Node:
+        """Declare the per-example scalar ``node`` as the loss; the program minimises its batch mean."""
+        name = self._operand(node) if isinstance(node, (Node, str)) else None
+        if name is None:
+            raise GraphError(f"set_loss needs a node of this graph, got {node!r}")
+        data = self.nx.nodes[name]
+        if tuple(data["shape"]) != () or not data["batched"]:
+            raise GraphError(
+                f"the loss node {name!r} must be a batched scalar per example, got per-example "
+                f"shape {tuple(data['shape'])}{'' if data['batched'] else ' without a batch axis'}"
+            )
+        self.nx.graph["loss"] = name
+        return Node(self, name)
+
+    @property
+    def loss(self) -> Node | None:
+        name = self.nx.graph.get("loss")
+        return Node(self, name) if name is not None else None
+
+    def node(self, name: str) -> Node:
+        """The handle of the node called ``name``."""
+        if name not in self.nx:
+            raise GraphError(f"no node named {name!r} in graph {self.name!r}")
+        return Node(self, name)
+
+    def _of_kind(self, kind: str) -> list[str]:
+        return [n for n, k in self.nx.nodes(data="kind") if k == kind]
+
+    @property
+    def params(self) -> list[str]:
+        """Parameter names in the order they were declared."""
+        return self._of_kind("param")
+
+    @property
+    def inputs(self) -> list[str]:
+        return self._of_kind("input")
+
+    @property
+    def targets(self) -> list[str]:
+        return self._of_kind("target")
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name!r}: {self.nx.number_of_nodes()} nodes, loss={self.nx.graph.get('loss')!r}>"
+
+
+def _dsl_function(opdef: OpDef) -> Any:
+    def build(*operands: Any, name: str | None = None, **attrs: Any) -> Node:
+        flat = operands[0] if opdef.arity is None and len(operands) == 1 else operands
+        graphs = [
+            x.graph
+            for x in (flat if isinstance(flat, (list, tuple)) else [flat])
+            if isinstance(x, Node)
+        ]
+        if not graphs:
+            raise GraphError(f"{opdef.name}: at least one operand must be a node of a graph")
+        return graphs[0].op(opdef.name, *operands, name=name, **attrs)
+
+    build.__name__ = opdef.name
+    build.__doc__ = f"Add a ``{opdef.name}`` node: {opdef.summary}.  See ``spec/ops.md``."
+    return build
+
+
+DSL = {name: _dsl_function(opdef) for name, opdef in OPS.items()}
+
+
+def flatten(x: Node, name: str | None = None) -> Node:
+    """Reshape ``x`` to one per-example axis (a ``reshape`` node)."""
+    return x.graph.op("reshape", x, name=name, shape=(-1,))

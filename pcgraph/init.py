@@ -1,0 +1,71 @@
+"""Parameter initialisers: ``(rng, shape) -> numpy array`` of float64, cast by the program.
+
+Fans follow the layouts of ``spec/conventions.md``: a matrix ``(in, out)``; a tensor of rank >= 3
+is ``(out, in, *kernel)`` as for convolution weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Union
+
+import numpy as np
+
+Initializer = Callable[[np.random.Generator, tuple], np.ndarray]
+InitSpec = Union[str, Initializer]
+
+
+def fans(shape: tuple) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight of ``shape``."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _scaled(kind: str, mode: str) -> Initializer:
+    def init(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+        fan_in, fan_out = fans(shape)
+        var = {"fan_in": 1.0 / fan_in, "avg": 2.0 / (fan_in + fan_out)}[mode]
+        var *= 2.0 if kind.startswith("he") else 1.0
+        if kind.endswith("uniform"):
+            limit = math.sqrt(3.0 * var)
+            return rng.uniform(-limit, limit, size=shape)
+        return rng.normal(0.0, math.sqrt(var), size=shape)
+
+    return init
+
+
+def _orthogonal(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    if len(shape) < 2:
+        return rng.normal(0.0, 1.0, size=shape)
+    rows, cols = shape[0], math.prod(shape[1:])
+    a = rng.normal(0.0, 1.0, size=(max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    return (q if rows >= cols else q.T).reshape(shape)
+
+
+INITIALIZERS: dict[str, Initializer] = {
+    "zeros": lambda rng, shape: np.zeros(shape),
+    "ones": lambda rng, shape: np.ones(shape),
+    "normal": lambda rng, shape: rng.normal(0.0, 0.01, size=shape),
+    "uniform": lambda rng, shape: rng.uniform(-0.05, 0.05, size=shape),
+    "glorot_uniform": _scaled("glorot_uniform", "avg"),
+    "glorot_normal": _scaled("glorot_normal", "avg"),
+    "he_uniform": _scaled("he_uniform", "fan_in"),
+    "he_normal": _scaled("he_normal", "fan_in"),
+    "lecun_uniform": _scaled("lecun_uniform", "fan_in"),
+    "lecun_normal": _scaled("lecun_normal", "fan_in"),
+    "orthogonal": _orthogonal,
+}
+
+
+def default_init(shape: tuple) -> str:
+    """Glorot-uniform for weights (rank >= 2), zeros for biases and scalars."""
+    return "glorot_uniform" if len(shape) >= 2 else "zeros"

@@ -1,0 +1,243 @@
+"""``pc.compile``: a validated graph bound to a backend and a float dtype, ready to run."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import backends as _backends
+from .compile import Compiled, analyse, forward_steps
+from .errors import FeedError, GraphError, OptionError
+from .execute import run
+from .graph import Graph, Node
+from .init import INITIALIZERS, default_init
+from .schedule import Schedule
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def _dtype_name(dtype: Any) -> str:
+    name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
+    if name not in FLOAT_DTYPES:
+        raise OptionError(
+            f"unknown dtype {dtype!r}; pcgraph computes in {' or '.join(FLOAT_DTYPES)}"
+        )
+    return name
+
+
+def compile(graph: Graph, backend: str | None = None, dtype: Any = "float32") -> Program:
+    """Validate ``graph`` and bind it to ``backend`` (None: ``$PCGRAPH_BACKEND``, else numpy)."""
+    dtype_name = _dtype_name(dtype)
+    be = _backends.get(backend)
+    return Program(analyse(graph), be, dtype_name)
+
+
+class Program:
+    """A compiled graph on a backend: evaluate, differentiate and train it."""
+
+    def __init__(self, compiled: Compiled, backend: Any, dtype: str) -> None:
+        self.compiled = compiled
+        self.backend = backend
+        self.xp = backend.xp
+        self.dtype = dtype
+        self._float = getattr(self.xp, dtype)
+        self._schedules: dict[tuple, Schedule] = {}
+        self._consts = {
+            n: backend.asarray(s.value, dtype)
+            for n, s in compiled.nodes.items()
+            if s.kind == "const"
+        }
+
+    # ------------------------------------------------------------------ names
+    @property
+    def name(self) -> str:
+        return self.compiled.name
+
+    @property
+    def params(self) -> list[str]:
+        return self.compiled.of_kind("param")
+
+    @property
+    def inputs(self) -> list[str]:
+        return self.compiled.of_kind("input")
+
+    @property
+    def targets(self) -> list[str]:
+        return self.compiled.of_kind("target")
+
+    @property
+    def loss_node(self) -> str:
+        return self.compiled.loss
+
+    def __repr__(self) -> str:
+        return (
+            f"<Program {self.name!r} on {self.backend.name} {self.dtype}: "
+            f"{len(self.compiled.nodes)} nodes, {len(self.params)} params>"
+        )
+
+    # ------------------------------------------------------------------ parameters
+    def init_params(self, seed: int = 0) -> dict[str, Any]:
+        """Fresh parameters: name -> backend array.  Each parameter draws from its own stream
+        ``default_rng([seed, crc32(name)])``, so adding a parameter never changes the others."""
+        out = {}
+        for name in self.params:
+            spec = self.compiled.nodes[name]
+            init = spec.init if spec.init is not None else default_init(spec.shape)
+            fn = INITIALIZERS[init] if isinstance(init, str) else init
+            rng = np.random.default_rng([int(seed), zlib.crc32(name.encode())])
+            value = np.asarray(fn(rng, spec.shape))
+            if value.shape != spec.shape:
+                raise GraphError(
+                    f"param {name!r}: its init returned shape {value.shape}, expected {spec.shape}"
+                )
+            out[name] = self.backend.asarray(value, self.dtype)
+        return out
+
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` as backend arrays of the program's dtype; FeedError names a bad entry."""
+        if not isinstance(params, Mapping):
+            raise FeedError(f"params must be a dict name -> array, got {type(params).__name__}")
+        missing = [p for p in self.params if p not in params]
+        if missing:
+            raise FeedError(f"params is missing {', '.join(map(repr, missing))}")
+        extra = [
+            k
+            for k in params
+            if k not in self.compiled.nodes or self.compiled.nodes[k].kind != "param"
+        ]
+        if extra:
+            raise FeedError(
+                f"params has unknown key(s) {', '.join(map(repr, extra))}; the "
+                f"graph's parameters are {', '.join(self.params)}"
+            )
+        out = {}
+        for name in self.params:
+            value, shape = params[name], self.compiled.nodes[name].shape
+            if tuple(getattr(value, "shape", np.shape(value))) != shape:
+                raise FeedError(
+                    f"param {name!r} has shape {tuple(np.shape(value))}, expected {shape}"
+                )
+            out[name] = self._to_backend(value, self.dtype, f"param {name!r}")
+        return out
+
+    def _to_backend(self, value: Any, dtype: str, what: str) -> Any:
+        native = self.backend.is_native(value)
+        kind = getattr(value.dtype, "kind", "f") if native else np.asarray(value).dtype.kind
+        if kind not in "biuf":
+            raise FeedError(f"{what} has dtype {value.dtype if native else np.asarray(value).dtype}"
+                            ", not a number type")
+        if native and value.dtype == getattr(self.xp, dtype):
+            return value
+        return self.backend.asarray(value, dtype)
+
+    # ------------------------------------------------------------------ feeding
+    def check_batch(self, batch: Mapping[str, Any], needed: set[str]) -> tuple[dict, int]:
+        """Validate and move a batch to the backend; returns (arrays, batch size)."""
+        if not isinstance(batch, Mapping):
+            raise FeedError(f"a batch must be a dict name -> array, got {type(batch).__name__}")
+        feedable = set(self.inputs) | set(self.targets)
+        for key in batch:
+            if key not in feedable:
+                hint = " (it is a parameter: pass it in params)" if key in self.params else ""
+                raise FeedError(
+                    f"unknown feed key {key!r}{hint}; the graph's inputs and targets "
+                    f"are {', '.join(sorted(feedable))}"
+                )
+        missing = sorted(n for n in needed & feedable if n not in batch)
+        if missing:
+            raise FeedError(f"the batch is missing {', '.join(map(repr, missing))}")
+        out, size = {}, None
+        for key in sorted(batch):
+            spec = self.compiled.nodes[key]
+            value = batch[key]
+            shape = tuple(getattr(value, "shape", np.shape(value)))
+            if len(shape) != len(spec.shape) + 1 or shape[1:] != spec.shape:
+                raise FeedError(f"feed {key!r} has shape {shape}, expected (batch,) + {spec.shape}")
+            if shape[0] == 0:
+                raise FeedError(f"feed {key!r} is an empty batch")
+            if size is not None and shape[0] != size:
+                raise FeedError(f"feed {key!r} has batch size {shape[0]} but others have {size}")
+            size = shape[0]
+            if spec.dtype == "int64":
+                out[key] = self._labels(key, value)
+            else:
+                out[key] = self._to_backend(value, self.dtype, f"feed {key!r}")
+        return out, int(size or 0)
+
+    def _labels(self, key: str, value: Any) -> Any:
+        """Integer labels, range-checked on the host when they come from the host (no device sync)."""
+        if self.backend.is_native(value) and not isinstance(value, np.ndarray):
+            if not self.xp.isdtype(value.dtype, "integral"):
+                raise FeedError(f"feed {key!r} must hold integers (class indices), got {value.dtype}")
+            return value
+        host = np.asarray(value)
+        if host.dtype.kind not in "iu":
+            raise FeedError(f"feed {key!r} must hold integers (class indices), got {host.dtype}")
+        classes = self.compiled.label_classes.get(key)
+        if classes is not None and host.size and (host.min() < 0 or host.max() >= classes):
+            raise FeedError(f"feed {key!r} holds labels in [{host.min()}, {host.max()}], outside "
+                            f"the {classes} classes [0, {classes - 1}]")
+        return self.backend.asarray(host, "int64")
+
+    def _state(self, params: Mapping, batch: Mapping, targets: list[str]) -> tuple[dict, int]:
+        needed = self.compiled.ancestors(targets)
+        values, size = self.check_batch(batch, needed)
+        values.update(self.check_params(params))
+        values.update(self._consts)
+        if size == 0:
+            raise FeedError("the batch feeds no input, so its size is unknown")
+        return {"x": values}, size
+
+    def _node_name(self, node: Node | str) -> str:
+        name = node.name if isinstance(node, Node) else node
+        if name not in self.compiled.nodes:
+            raise GraphError(f"no node named {name!r} in program {self.name!r}")
+        return name
+
+    # ------------------------------------------------------------------ running
+    def forward(self, params: Mapping, batch: Mapping, targets: list[str]) -> tuple[dict, int]:
+        """Run the forward pass needed for ``targets``; returns (state, batch size)."""
+        state, size = self._state(params, batch, targets)
+        run(self.xp, self.compiled, forward_steps(self.compiled, targets), state, size, self._float)
+        return state, size
+
+    def evaluate(self, params: Mapping, batch: Mapping, node: Node | str) -> Any:
+        """The value of ``node`` (handle or name) on ``batch``: a backend array ``(B, *shape)``."""
+        name = self._node_name(node)
+        state, _ = self.forward(params, batch, [name])
+        return state["x"][name]
+
+    def loss(self, params: Mapping, batch: Mapping) -> float:
+        """The batch-mean loss as a Python float."""
+        state, _ = self.forward(params, batch, [self.loss_node])
+        return float(self.xp.mean(state["x"][self.loss_node]))
+
+    def schedule(self, algorithm: str = "bp", **options: Any) -> Schedule:
+        """The compiled schedule of ``algorithm`` (plain data; ``print`` it)."""
+        from .algorithms import get_algorithm
+
+        algo = get_algorithm(algorithm)
+        opts = algo.resolve(options)
+        key = (algo.name, tuple(sorted(opts.items())))
+        if key not in self._schedules:
+            self._schedules[key] = algo.schedule(self.compiled, opts)
+        return self._schedules[key]
+
+    def grads(
+        self, params: Mapping, batch: Mapping, algorithm: str = "bp", **options: Any
+    ) -> dict[str, Any]:
+        """What ``algorithm`` would apply, in the gradient's sign: name -> array like the param."""
+        from .algorithms import get_algorithm
+
+        algo = get_algorithm(algorithm)
+        opts = algo.resolve(options)
+        grads, _ = algo.grads(self, params, batch, opts)
+        return grads
+
+    def zeros_like_params(self) -> dict[str, Any]:
+        return {
+            p: self.xp.zeros(self.compiled.nodes[p].shape, dtype=self._float) for p in self.params
+        }

@@ -1,0 +1,103 @@
+"""Finite-difference checks and small graphs shared by the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import pcgraph as pc
+
+
+def rel_err(a: Any, b: Any) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), np.max(np.abs(a)), 1e-30))
+
+
+def fd_directional(f: Any, x: np.ndarray, v: np.ndarray, h: float = 1e-6) -> float:
+    """Central difference of scalar ``f`` at ``x`` along ``v``."""
+    return (f(x + h * v) - f(x - h * v)) / (2 * h)
+
+
+def check_program_grads(prog: pc.Program, params: dict, batch: dict, directions: int = 3,
+                        seed: int = 0, tol: float = 1e-6) -> None:
+    """Assert the backprop gradient of every parameter matches central differences of the loss
+    along random directions (relative error <= ``tol``)."""
+    rng = np.random.default_rng(seed)
+    grads = pc.to_numpy(prog.grads(params, batch, algorithm="bp"))
+    host = pc.to_numpy(params)
+    for name in prog.params:
+        for _ in range(directions):
+            v = rng.standard_normal(host[name].shape)
+
+            def loss_at(p: np.ndarray, name: str = name) -> float:
+                return prog.loss({**host, name: p}, batch)
+
+            fd = fd_directional(loss_at, host[name], v)
+            an = float(np.sum(grads[name] * v))
+            scale = max(abs(fd), abs(an), 1e-8)
+            assert abs(fd - an) / scale <= tol, f"{name}: backprop {an} vs finite difference {fd}"
+
+
+# ------------------------------------------------------------------ the specification's graphs
+def mlp(sizes: tuple = (6, 5, 4, 3), activation: Any = pc.tanh, loss: str = "sce") -> pc.Graph:
+    g = pc.Graph("mlp")
+    h = g.input("x", (sizes[0],))
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        h = h @ g.param(f"W{i}", (a, b)) + g.param(f"b{i}", (b,), init="normal")
+        if i < len(sizes) - 2:
+            h = activation(h)
+    if loss == "sce":
+        g.set_loss(pc.softmax_cross_entropy(h, g.target("y", (), dtype="int64")))
+    else:
+        g.set_loss(pc.mse(h, g.target("y", (sizes[-1],))))
+    return g
+
+
+def residual(d: int = 5, classes: int = 3) -> pc.Graph:
+    """x -> h = relu(x W0); r = h + tanh(h W1) (h has two children); logits = r W2."""
+    g = pc.Graph("residual")
+    h = pc.relu(g.input("x", (d,)) @ g.param("W0", (d, d)) + g.param("b0", (d,), init="normal"))
+    r = h + pc.tanh(h @ g.param("W1", (d, d)))
+    logits = r @ g.param("W2", (d, classes))
+    g.set_loss(pc.softmax_cross_entropy(logits, g.target("y", (), dtype="int64")))
+    return g
+
+
+def rnn(T: int = 4, D: int = 3, H: int = 5, classes: int = 3) -> pc.Graph:
+    """Unrolled many-to-one RNN: the same Wx, Wh, b at every step."""
+    g = pc.Graph("rnn")
+    x = g.input("x", (T, D))
+    Wx, Wh = g.param("Wx", (D, H)), g.param("Wh", (H, H))
+    b = g.param("b", (H,), init="normal")
+    h = pc.tanh(x[0] @ Wx + b)
+    for t in range(1, T):
+        h = pc.tanh(x[t] @ Wx + h @ Wh + b)
+    g.set_loss(pc.softmax_cross_entropy(h @ g.param("Wo", (H, classes)),
+                                        g.target("y", (), dtype="int64")))
+    return g
+
+
+def attention(T: int = 4, d: int = 6, classes: int = 3) -> pc.Graph:
+    """Single-head self-attention block, mean over time, then a linear classifier."""
+    g = pc.Graph("attention")
+    x = g.input("x", (T, d))
+    q, k, v = (x @ g.param(n, (d, d)) for n in ("Wq", "Wk", "Wv"))
+    a = pc.softmax((q @ pc.transpose(k)) * (1.0 / np.sqrt(d)), axis=-1)
+    h = pc.mean(a @ v, axis=0)
+    g.set_loss(pc.softmax_cross_entropy(h @ g.param("Wo", (d, classes)),
+                                        g.target("y", (), dtype="int64")))
+    return g
+
+
+def batch_for(g: pc.Graph, B: int = 4, seed: int = 0, classes: int = 3) -> dict:
+    """A random batch for the inputs and targets of ``g``."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in g.inputs + g.targets:
+        node = g.node(name)
+        if node.dtype == "int64":
+            out[name] = rng.integers(0, classes, size=(B,) + node.shape)
+        else:
+            out[name] = rng.standard_normal((B,) + node.shape)
+    return out
