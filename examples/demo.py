@@ -7,7 +7,9 @@ import numpy as np
 import pcgraph as pc
 
 
-def spirals(n_per_class: int = 200, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def spirals(
+    n_per_class: int = 200, classes: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Interleaved noisy spirals in the plane: a classic non-linear classification task."""
     rng = np.random.default_rng(seed)
     xs, ys = [], []

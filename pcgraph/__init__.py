@@ -32,7 +32,7 @@ def _bind_backends_package() -> None:
 
 _bind_backends_package()
 
-from . import backends, init  # noqa: E402
+from . import backends, init, optim  # noqa: E402
 from .backends import set_default_backend  # noqa: E402
 from .compile import UnusedParameterWarning  # noqa: E402
 from .errors import (  # noqa: E402
@@ -74,6 +74,7 @@ __all__ = [
     "set_default_backend",
     "backends",
     "init",
+    "optim",
     "OPS",
     "UnusedParameterWarning",
     "PCGraphError",

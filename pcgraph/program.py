@@ -10,7 +10,7 @@ import numpy as np
 
 from . import backends as _backends
 from .compile import Compiled, analyse, forward_steps
-from .errors import FeedError, GraphError, OptionError
+from .errors import FeedError, GraphError, NumericalError, OptionError
 from .execute import run
 from .graph import Graph, Node
 from .init import INITIALIZERS, default_init
@@ -127,8 +127,10 @@ class Program:
         native = self.backend.is_native(value)
         kind = getattr(value.dtype, "kind", "f") if native else np.asarray(value).dtype.kind
         if kind not in "biuf":
-            raise FeedError(f"{what} has dtype {value.dtype if native else np.asarray(value).dtype}"
-                            ", not a number type")
+            raise FeedError(
+                f"{what} has dtype {value.dtype if native else np.asarray(value).dtype}"
+                ", not a number type"
+            )
         if native and value.dtype == getattr(self.xp, dtype):
             return value
         return self.backend.asarray(value, dtype)
@@ -171,15 +173,19 @@ class Program:
         """Integer labels, range-checked on the host when they come from the host (no device sync)."""
         if self.backend.is_native(value) and not isinstance(value, np.ndarray):
             if not self.xp.isdtype(value.dtype, "integral"):
-                raise FeedError(f"feed {key!r} must hold integers (class indices), got {value.dtype}")
+                raise FeedError(
+                    f"feed {key!r} must hold integers (class indices), got {value.dtype}"
+                )
             return value
         host = np.asarray(value)
         if host.dtype.kind not in "iu":
             raise FeedError(f"feed {key!r} must hold integers (class indices), got {host.dtype}")
         classes = self.compiled.label_classes.get(key)
         if classes is not None and host.size and (host.min() < 0 or host.max() >= classes):
-            raise FeedError(f"feed {key!r} holds labels in [{host.min()}, {host.max()}], outside "
-                            f"the {classes} classes [0, {classes - 1}]")
+            raise FeedError(
+                f"feed {key!r} holds labels in [{host.min()}, {host.max()}], outside "
+                f"the {classes} classes [0, {classes - 1}]"
+            )
         return self.backend.asarray(host, "int64")
 
     def _state(self, params: Mapping, batch: Mapping, targets: list[str]) -> tuple[dict, int]:
@@ -236,6 +242,66 @@ class Program:
         opts = algo.resolve(options)
         grads, _ = algo.grads(self, params, batch, opts)
         return grads
+
+    def train_step(
+        self,
+        params: dict,
+        batch: Mapping,
+        algorithm: str = "bp",
+        optimizer: Any = None,
+        on_nonfinite: str = "raise",
+        **options: Any,
+    ) -> float:
+        """One training step in place: ``params`` (and the optimiser's state) are replaced by the
+        updated ones only when everything succeeded; returns the batch loss before the update.
+
+        A NaN or infinity in the loss, an error node or an update raises ``NumericalError``
+        naming the first node where it appeared (``on_nonfinite="skip"`` skips the batch instead,
+        counted in ``self.skipped``); either way nothing is applied.
+        """
+        from .algorithms import get_algorithm
+        from .optim import Optimizer
+
+        if not isinstance(optimizer, Optimizer):
+            raise OptionError(
+                f"train_step needs optimizer=pc.optim.SGD(...) or Adam(...), got {optimizer!r}"
+            )
+        if on_nonfinite not in ("raise", "skip"):
+            raise OptionError(f"on_nonfinite={on_nonfinite!r} must be 'raise' or 'skip'")
+        algo = get_algorithm(algorithm)
+        opts = algo.resolve(options)
+        current = self.check_params(params)
+        grads, extra = algo.grads(self, current, batch, opts)
+        state = extra["state"]
+        loss = self.xp.mean(state["x"][self.loss_node])
+        new_params, new_state = optimizer.compute(current, grads, self.xp)
+        total = loss + sum(self.xp.sum(p) for p in new_params.values())
+        if not bool(self.xp.isfinite(total)):
+            where = self._first_nonfinite(state, grads, new_params)
+            if on_nonfinite == "skip":
+                self.skipped = getattr(self, "skipped", 0) + 1
+                return float(loss)
+            raise NumericalError(
+                f"train_step ({algorithm}): non-finite value first at {where}; nothing was applied"
+            )
+        params.update(new_params)
+        optimizer.commit(new_state)
+        return float(loss)
+
+    def _first_nonfinite(self, state: dict, grads: dict, new_params: dict) -> str:
+        """Where a NaN/inf first appears: value nodes in order, then errors, then updates."""
+        finite = lambda a: bool(self.xp.all(self.xp.isfinite(a)))  # noqa: E731
+        for store, label in (("x", "node"), ("e", "error of node"), ("g", "error of node")):
+            for name in self.compiled.order:
+                value = state.get(store, {}).get(name)
+                if value is not None and not finite(value):
+                    return f"{label} {name!r}"
+        for name in self.params:
+            if not finite(grads[name]):
+                return f"the update of param {name!r}"
+            if not finite(new_params[name]):
+                return f"the new value of param {name!r}"
+        return "the loss"
 
     def zeros_like_params(self) -> dict[str, Any]:
         return {

@@ -19,8 +19,14 @@ def fd_directional(f: Any, x: np.ndarray, v: np.ndarray, h: float = 1e-6) -> flo
     return (f(x + h * v) - f(x - h * v)) / (2 * h)
 
 
-def check_program_grads(prog: pc.Program, params: dict, batch: dict, directions: int = 3,
-                        seed: int = 0, tol: float = 1e-6) -> None:
+def check_program_grads(
+    prog: pc.Program,
+    params: dict,
+    batch: dict,
+    directions: int = 3,
+    seed: int = 0,
+    tol: float = 1e-6,
+) -> None:
     """Assert the backprop gradient of every parameter matches central differences of the loss
     along random directions (relative error <= ``tol``)."""
     rng = np.random.default_rng(seed)
@@ -73,8 +79,9 @@ def rnn(T: int = 4, D: int = 3, H: int = 5, classes: int = 3) -> pc.Graph:
     h = pc.tanh(x[0] @ Wx + b)
     for t in range(1, T):
         h = pc.tanh(x[t] @ Wx + h @ Wh + b)
-    g.set_loss(pc.softmax_cross_entropy(h @ g.param("Wo", (H, classes)),
-                                        g.target("y", (), dtype="int64")))
+    g.set_loss(
+        pc.softmax_cross_entropy(h @ g.param("Wo", (H, classes)), g.target("y", (), dtype="int64"))
+    )
     return g
 
 
@@ -85,8 +92,9 @@ def attention(T: int = 4, d: int = 6, classes: int = 3) -> pc.Graph:
     q, k, v = (x @ g.param(n, (d, d)) for n in ("Wq", "Wk", "Wv"))
     a = pc.softmax((q @ pc.transpose(k)) * (1.0 / np.sqrt(d)), axis=-1)
     h = pc.mean(a @ v, axis=0)
-    g.set_loss(pc.softmax_cross_entropy(h @ g.param("Wo", (d, classes)),
-                                        g.target("y", (), dtype="int64")))
+    g.set_loss(
+        pc.softmax_cross_entropy(h @ g.param("Wo", (d, classes)), g.target("y", (), dtype="int64"))
+    )
     return g
 
 

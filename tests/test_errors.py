@@ -19,8 +19,15 @@ def small() -> pc.Graph:
 
 
 def test_every_error_is_a_pcgraph_error() -> None:
-    for cls in (pc.GraphError, pc.ShapeError, pc.FeedError, pc.BackendError, pc.OptionError,
-                pc.NumericalError, pc.FileFormatError):
+    for cls in (
+        pc.GraphError,
+        pc.ShapeError,
+        pc.FeedError,
+        pc.BackendError,
+        pc.OptionError,
+        pc.NumericalError,
+        pc.FileFormatError,
+    ):
         assert issubclass(cls, pc.PCGraphError)
 
 

@@ -17,9 +17,13 @@ def test_every_op_has_examples_to_check() -> None:
 
 
 def _operands(op, ex: Example, rng):  # noqa: ANN001, ANN202
-    dtypes = ["int64" if (i in op.int_operands and ex.int_high) else "float"
-              for i in range(len(ex.shapes))]
-    info = [{"shape": s, "batched": b, "dtype": d} for s, b, d in zip(ex.shapes, ex.batched, dtypes)]
+    dtypes = [
+        "int64" if (i in op.int_operands and ex.int_high) else "float"
+        for i in range(len(ex.shapes))
+    ]
+    info = [
+        {"shape": s, "batched": b, "dtype": d} for s, b, d in zip(ex.shapes, ex.batched, dtypes)
+    ]
     node = infer(op, "node", [f"a{i}" for i in range(len(ex.shapes))], info, dict(ex.attrs))
     arrays = []
     for s, b, d in zip(ex.shapes, ex.batched, dtypes):
@@ -50,8 +54,8 @@ def test_vjp_matches_finite_differences(name: str, index: int, example: Example)
         if dtypes[i] == "int64":
             continue
         v = rng.standard_normal(x.shape)
-        plus = op.forward(np, [*xs[:i], x + h * v, *xs[i + 1:]], **lowered)
-        minus = op.forward(np, [*xs[:i], x - h * v, *xs[i + 1:]], **lowered)
+        plus = op.forward(np, [*xs[:i], x + h * v, *xs[i + 1 :]], **lowered)
+        minus = op.forward(np, [*xs[:i], x - h * v, *xs[i + 1 :]], **lowered)
         fd = np.sum(g * (plus - minus)) / (2 * h)
         cot = op.vjp(np, i, g, out, xs, **lowered)
         assert cot.shape == x.shape, f"operand {i}: cotangent {cot.shape} vs operand {x.shape}"

@@ -16,11 +16,37 @@ def test_wheel_installs_pcgraph_backends_importable_from_elsewhere(tmp_path: Pat
     # Without the `wheel` package here, let pip build in an isolated env that fetches it.
     isolation = [] if importlib.util.find_spec("wheel") is None else ["--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", *isolation, "-q", "-w",
-         str(wheels)], check=True, cwd=tmp_path)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            *isolation,
+            "-q",
+            "-w",
+            str(wheels),
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
     (wheel,) = wheels.glob("pcgraph-*.whl")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
-                    str(target), str(wheel)], check=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
     probe = (
         "import pcgraph, pcgraph.backends as b, sys;"
         "assert pcgraph.__file__.startswith(sys.argv[1]), pcgraph.__file__;"
@@ -29,6 +55,12 @@ def test_wheel_installs_pcgraph_backends_importable_from_elsewhere(tmp_path: Pat
         "print(b.available())"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
-    out = subprocess.run([sys.executable, "-c", probe, str(target)], check=True, cwd=tmp_path,
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(target)],
+        check=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert "numpy" in out.stdout

@@ -11,7 +11,9 @@ from hypothesis import HealthCheck, given, settings
 import pcgraph as pc
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(random_dags())
 def test_backprop_on_random_dags_matches_finite_differences(g: pc.Graph) -> None:
     with warnings.catch_warnings():
