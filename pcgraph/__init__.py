@@ -32,7 +32,7 @@ def _bind_backends_package() -> None:
 
 _bind_backends_package()
 
-from . import backends, init, optim  # noqa: E402
+from . import backends, init, optim, schedule  # noqa: E402
 from .backends import set_default_backend  # noqa: E402
 from .compile import UnusedParameterWarning  # noqa: E402
 from .errors import (  # noqa: E402
@@ -75,6 +75,7 @@ __all__ = [
     "backends",
     "init",
     "optim",
+    "schedule",
     "OPS",
     "UnusedParameterWarning",
     "PCGraphError",

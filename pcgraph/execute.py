@@ -1,8 +1,10 @@
 """The one interpreter: runs the steps of any schedule on a backend's array namespace.
 
-State is a dict of named stores (``"x"`` values, ``"mu"`` predictions, ``"g"`` cotangents,
-``"e"`` errors, ...), each a dict node -> array.  Backends know no graph; the executor knows no
-array library beyond the namespace ``xp`` it is handed.
+State is a dict of named stores (``"x"`` values, ``"ff"`` feed-forward values, ``"mu"``
+predictions, ``"g"`` cotangents, ``"e"`` errors, ``"s"`` children's error sums, ``"d"``
+parameter increments), each a dict node -> array.  Arrays are never written in place, so a
+snapshot of a store is a shallow copy.  Backends know no graph; the executor knows no array
+library beyond the namespace ``xp`` it is handed.
 """
 
 from __future__ import annotations
@@ -10,9 +12,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from .compile import Compiled
 from .ops import OPS
-from .schedule import VJP, Eval, Note, Seed
+from .schedule import (
+    VJP,
+    Clear,
+    Error,
+    Eval,
+    Normalise,
+    Note,
+    Perturb,
+    ProxOutput,
+    Seed,
+    Snapshot,
+    Update,
+)
 
 
 def accumulate(store: dict, key: str, value: Any) -> None:
@@ -21,39 +37,68 @@ def accumulate(store: dict, key: str, value: Any) -> None:
     store[key] = value if prev is None else prev + value
 
 
-def evaluate_op(xp: Any, c: Compiled, node: str, operands: list) -> Any:
-    """The forward rule of ``node``'s op on operand arrays."""
-    spec = c.nodes[node]
-    return OPS[spec.op].forward(xp, operands, **spec.lowered)
-
-
-def vjp_op(xp: Any, c: Compiled, node: str, argnum: int, g: Any, out: Any, operands: list) -> Any:
-    """The local VJP of ``node``'s op for operand ``argnum`` at cotangent ``g``."""
-    spec = c.nodes[node]
-    return OPS[spec.op].vjp(xp, argnum, g, out, operands, **spec.lowered)
+def _sq_norm(xp: Any, arrays: list) -> Any:
+    """Per-example squared norm summed over ``arrays`` (each batched): shape (B,)."""
+    total = 0.0
+    for a in arrays:
+        total = total + xp.sum(xp.reshape(a * a, (a.shape[0], -1)), axis=1)
+    return total
 
 
 def run(
     xp: Any, c: Compiled, steps: Iterable, state: dict[str, dict], batch_size: int, dtype: Any
 ) -> None:
     """Execute ``steps`` in order, reading and writing the stores of ``state``."""
-    x = state["x"]
+    nodes = c.nodes
     for step in steps:
-        if isinstance(step, Eval):
-            state[step.into][step.node] = evaluate_op(
-                xp, c, step.node, [x[o] for o in step.operands]
-            )
-        elif isinstance(step, VJP):
-            src = state[step.src][step.node]
+        kind = type(step)
+        if kind is Eval:
+            spec = nodes[step.node]
+            x = state["x"]
+            operands = [x[o] for o in step.operands]
+            state[step.into][step.node] = OPS[spec.op].forward(xp, operands, **spec.lowered)
+        elif kind is VJP:
+            spec = nodes[step.node]
             at = state[step.at]
-            operands = [at[o] for o in c.nodes[step.node].operands]
-            out = at[step.node]
-            accumulate(
-                state[step.into],
-                step.operand,
-                vjp_op(xp, c, step.node, step.argnum, src, out, operands),
+            out = state[step.out or step.at][step.node]
+            operands = [at[o] for o in spec.operands]
+            cot = OPS[spec.op].vjp(
+                xp, step.argnum, state[step.src][step.node], out, operands, **spec.lowered
             )
-        elif isinstance(step, Seed):
-            state[step.into][step.node] = xp.full((batch_size,), 1.0 / batch_size, dtype=dtype)
-        elif not isinstance(step, Note):
+            accumulate(state.setdefault(step.into, {}), step.operand, cot)
+        elif kind is Seed:
+            fill = 1.0 / batch_size if step.value == "1/B" else float(step.value)
+            state.setdefault(step.into, {})[step.node] = xp.full((batch_size,), fill, dtype=dtype)
+        elif kind is Update:
+            x, e, s = state["x"], state["e"], state["s"]
+            drive = s.pop(step.node, None)
+            err = e.get(step.node)
+            if drive is None and err is None:
+                continue
+            delta = drive if err is None else (-err if drive is None else drive - err)
+            x[step.node] = x[step.node] + step.rate * delta
+        elif kind is Error:
+            state["e"][step.node] = state["x"][step.node] - state[step.mu][step.node]
+        elif kind is Snapshot:
+            state[step.into] = dict(state[step.src])
+        elif kind is Clear:
+            store = state.setdefault(step.store, {})
+            for n in step.nodes:
+                store.pop(n, None)
+        elif kind is Perturb:
+            x = state["x"][step.node]
+            noise = np.random.default_rng(step.seed).normal(0.0, step.sigma, size=tuple(x.shape))
+            state["x"][step.node] = x + xp.asarray(noise, dtype=x.dtype)
+        elif kind is ProxOutput:
+            n = _sq_norm(xp, [state["x"][p] for p in step.presynaptic]) + step.eps
+            scale = step.alpha * n / (1.0 + step.alpha * n)
+            e = state["e"][step.node]
+            state["e"][step.node] = e * xp.reshape(scale, (batch_size,) + (1,) * (e.ndim - 1))
+        elif kind is Normalise:
+            pre = [state["x"][p] for p in step.presynaptic]
+            norm = xp.mean(_sq_norm(xp, pre)) if pre else 0.0
+            d = state.setdefault("d", {})
+            if step.param in d:
+                d[step.param] = d[step.param] / (step.alpha * (norm + 1.0 + step.eps))
+        elif kind is not Note:
             raise TypeError(f"the executor cannot run step {step!r}")

@@ -45,6 +45,7 @@ class Program:
         self.dtype = dtype
         self._float = getattr(self.xp, dtype)
         self._schedules: dict[tuple, Schedule] = {}
+        self._derived: dict[tuple, Any] = {}  # graphs derived for algorithms (identity-levelled)
         self._consts = {
             n: backend.asarray(s.value, dtype)
             for n, s in compiled.nodes.items()
@@ -269,6 +270,8 @@ class Program:
         if on_nonfinite not in ("raise", "skip"):
             raise OptionError(f"on_nonfinite={on_nonfinite!r} must be 'raise' or 'skip'")
         algo = get_algorithm(algorithm)
+        if "alpha" in algo.options and options.get("alpha") is None:
+            options = {**options, "alpha": optimizer.lr}  # IL-prox's proximal step is the lr
         opts = algo.resolve(options)
         current = self.check_params(params)
         grads, extra = algo.grads(self, current, batch, opts)

@@ -32,13 +32,15 @@ class Eval:
 
 @dataclass(frozen=True)
 class Seed:
-    """The cotangent (BP) or error (PC) of the loss node: ``1/B`` per example, batch mean."""
+    """The loss node's cotangent: ``1/B`` per example for backprop (the batch mean), ``-1`` for
+    predictive coding (errors are per example; increments are divided by B at the end)."""
 
     node: str
     into: str = "g"
+    value: str = "1/B"
 
     def __str__(self) -> str:
-        return f"{self.into}[{self.node}] = 1/B"
+        return f"{self.into}[{self.node}] = {self.value}"
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,12 @@ class VJP:
     operand: str
     src: str = "g"
     into: str = "g"
-    at: str = "x"  # the store holding the operands and output the op is linearised at
+    at: str = "x"  # the store of the operands the op is linearised at
+    out: str = ""  # the store of the op's output there ("" = same as ``at``)
 
     def __str__(self) -> str:
-        where = "" if self.at == "x" else f" at {self.at}"
+        where = "" if self.at == "x" and self.out in ("", "x") else f" at {self.at}"
+        where += f", out {self.out}" if self.out not in ("", self.at) else ""
         return (
             f"{self.into}[{self.operand}] += vjp{self.argnum} {self.op}"
             f"({self.src}[{self.node}]){where}"
@@ -111,3 +115,92 @@ class Schedule:
             lines.append(f"{sec.title}:")
             lines.extend(f"  {step}" for step in sec.steps)
         return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- predictive-coding steps
+@dataclass(frozen=True)
+class Snapshot:
+    """``into = copy of src`` (by reference: arrays are never written in place)."""
+
+    src: str = "x"
+    into: str = "ff"
+
+    def __str__(self) -> str:
+        return f"{self.into} = {self.src}  (feed-forward values)"
+
+
+@dataclass(frozen=True)
+class Clear:
+    """Drop the entries of ``nodes`` from ``store`` (sums restart from zero)."""
+
+    store: str
+    nodes: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"clear {self.store}[{', '.join(self.nodes)}]"
+
+
+@dataclass(frozen=True)
+class Update:
+    """Inference on value node ``node``: ``x += rate * (s - e)``, ``s`` the children's VJP sum."""
+
+    node: str
+    rate: float
+
+    def __str__(self) -> str:
+        return f"x[{self.node}] += {self.rate!r} * (s[{self.node}] - e[{self.node}])"
+
+
+@dataclass(frozen=True)
+class Error:
+    """``e[node] = x[node] - mu[node]``; ``mu`` names the store of predictions ("mu" or "ff")."""
+
+    node: str
+    mu: str = "mu"
+
+    def __str__(self) -> str:
+        return f"e[{self.node}] = x[{self.node}] - {self.mu}[{self.node}]"
+
+
+@dataclass(frozen=True)
+class Perturb:
+    """``x[node] += N(0, sigma^2)`` from ``seed`` (the Z-IL ablation that drops condition C1)."""
+
+    node: str
+    sigma: float
+    seed: int
+
+    def __str__(self) -> str:
+        return f"x[{self.node}] += N(0, {self.sigma!r}^2)  (seed {self.seed})"
+
+
+@dataclass(frozen=True)
+class ProxOutput:
+    """IL-prox's proximal output: ``e[node] *= a*n / (1 + a*n)``, ``n = sum ||x[pre]||^2 + eps``
+    per example (Alonso et al. 2022: the closed-form target of the proximal step)."""
+
+    node: str
+    presynaptic: tuple[str, ...]
+    alpha: float
+    eps: float
+
+    def __str__(self) -> str:
+        return (
+            f"e[{self.node}] *= a*n/(1 + a*n), n = ||{', '.join(self.presynaptic)}||^2 + "
+            f"{self.eps!r}, a = {self.alpha!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Normalise:
+    """IL-prox's weight step ``e a^T / (mean_b ||a||^2 + 1 + eps)`` (``a`` the presynaptic
+    activity), reported as a gradient for ``SGD(lr=alpha)``: ``d[param] /= alpha * (...)``."""
+
+    param: str
+    presynaptic: tuple[str, ...]
+    alpha: float
+    eps: float
+
+    def __str__(self) -> str:
+        pre = ", ".join(self.presynaptic) or "-"
+        return f"d[{self.param}] /= {self.alpha!r} * (mean ||{pre}||^2 + 1 + {self.eps!r})"

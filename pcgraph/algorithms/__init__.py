@@ -85,4 +85,4 @@ def get_algorithm(name: str) -> Algorithm:
     return ALGORITHMS[name]
 
 
-from . import bp  # noqa: E402,F401  (registers itself)
+from . import bp, predictive  # noqa: E402,F401  (they register themselves)
