@@ -25,6 +25,7 @@ from .schedule import (
     Note,
     Perturb,
     ProxOutput,
+    Relax,
     Seed,
     Snapshot,
     Update,
@@ -77,6 +78,10 @@ def run(
                 continue
             delta = drive if err is None else (-err if drive is None else drive - err)
             x[step.node] = x[step.node] + step.rate * delta
+        elif kind is Relax:
+            drive = state["s"].pop(step.node)
+            state["x"][step.node] = state[step.mu][step.node] + drive
+            state["e"][step.node] = drive
         elif kind is Error:
             state["e"][step.node] = state["x"][step.node] - state[step.mu][step.node]
         elif kind is Snapshot:

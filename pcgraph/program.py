@@ -306,7 +306,6 @@ class Program:
                 return f"the new value of param {name!r}"
         return "the loss"
 
-    def zeros_like_params(self) -> dict[str, Any]:
-        return {
-            p: self.xp.zeros(self.compiled.nodes[p].shape, dtype=self._float) for p in self.params
-        }
+    def zeros_like(self, param: str) -> Any:
+        """Zeros shaped like ``param`` (the gradient of a parameter the loss does not reach)."""
+        return self.xp.zeros(self.compiled.nodes[param].shape, dtype=self._float)

@@ -94,6 +94,9 @@ class Schedule:
     graph: str
     options: tuple[tuple[str, Any], ...]
     sections: tuple[Section, ...]
+    # How the increments ``d`` become gradients: "-1/B" (errors in their own units, the literal
+    # dynamics) or "1" (errors carried in gradient units, e = -eps/B; see wavefront_sections).
+    grad_scale: str = "-1/B"
 
     @property
     def steps(self) -> tuple[Any, ...]:
@@ -149,6 +152,19 @@ class Update:
 
     def __str__(self) -> str:
         return f"x[{self.node}] += {self.rate!r} * (s[{self.node}] - e[{self.node}])"
+
+
+@dataclass(frozen=True)
+class Relax:
+    """One rate-1 inference step of a value node whose error is zero (Z-IL's C1 and C3), in
+    closed form: ``x = mu + s`` and ``e = x - mu = s``.  Taking ``e = s`` directly avoids the
+    cancellation of ``(mu + s) - mu`` when ``|s| << |mu|`` (it costs float32 digits)."""
+
+    node: str
+    mu: str = "ff"
+
+    def __str__(self) -> str:
+        return f"x[{self.node}] = {self.mu}[{self.node}] + s[{self.node}];  e[{self.node}] = s[{self.node}]"
 
 
 @dataclass(frozen=True)

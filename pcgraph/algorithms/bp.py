@@ -20,8 +20,8 @@ def grads(program: Any, params: Any, batch: Any, opts: dict) -> tuple[dict, dict
     state, size = program._state(params, batch, [program.loss_node])
     state["g"] = {}
     run(program.xp, program.compiled, sched.steps, state, size, program._float)
-    zero = program.zeros_like_params()
-    out = {p: state["g"].get(p, zero[p]) for p in program.params}
+    g = state["g"]
+    out = {p: g[p] if p in g else program.zeros_like(p) for p in program.params}
     return out, {"state": state, "batch_size": size}
 
 

@@ -22,6 +22,7 @@ from pcgraph.schedule import (
     Note,
     Perturb,
     ProxOutput,
+    Relax,
     Section,
     Seed,
     Snapshot,
@@ -126,10 +127,10 @@ def forward_section(
     return Section("forward", tuple(steps))
 
 
-def output_errors(st: PCStructure, c: Compiled, at: str) -> list:
+def output_errors(st: PCStructure, c: Compiled, at: str, seed: str = "-1") -> list:
     """``e[o] = -dl/dmu_o`` for the output vertices, through the loss op's local VJP."""
     op = c.nodes[st.loss].op
-    steps: list = [Clear("e", st.outputs), Seed(st.loss, into="e", value="-1")]
+    steps: list = [Clear("e", st.outputs), Seed(st.loss, into="e", value=seed)]
     for pos, o in enumerate(c.nodes[st.loss].operands):
         if o in st.outputs:
             steps.append(VJP(st.loss, op, pos, o, src="e", into="e", at=at))
@@ -159,8 +160,8 @@ def drive_steps(st: PCStructure, c: Compiled, nodes: list[str], at: str) -> list
     ]
 
 
-def apply_section(st: PCStructure, c: Compiled) -> Section:
-    """Carry increments of parameter expressions back to parameters; grads are ``-d / B``."""
+def apply_section(st: PCStructure, c: Compiled, grad_scale: str = "-1/B") -> Section:
+    """Carry increments of parameter expressions back to parameters; grads are ``scale * d``."""
     steps: list = []
     sources = set(c.of_kind("param")) | set(st.pexprs)
     for u in reversed(st.pexprs):
@@ -170,21 +171,26 @@ def apply_section(st: PCStructure, c: Compiled) -> Section:
             for pos, o in enumerate(spec.operands)
             if o in sources
         ]
-    steps.append(Note("apply: grad[p] = -d[p] / B"))
+    steps.append(Note(f"apply: grad[p] = {grad_scale} * d[p]"))
     return Section("apply", tuple(steps))
 
 
 def wavefront_sections(c: Compiled, st: PCStructure) -> tuple[Section, ...]:
     """Z-IL as a wavefront: at step t, level-t increments, then level-(t+1) value nodes take
     one rate-1 inference step from their (frozen) children's errors.  Linearisation points are
-    the feed-forward values, which is what the literal dynamics see on a levelled graph."""
+    the feed-forward values, which is what the literal dynamics see on a levelled graph.
+
+    Under Z-IL's conditions every error is linear in the output error, so the wavefront carries
+    errors in gradient units, ``e = -eps / B`` (seed ``+1/B`` instead of ``-1``): the increments
+    are then the gradients themselves and no rescaling pass over the parameters is needed.
+    """
     sections = [forward_section(c)]
     for t in range(st.depth + 1):
-        steps: list = output_errors(st, c, "ff") if t == 0 else []
+        steps: list = output_errors(st, c, "ff", seed="1/B") if t == 0 else []
         steps += increment_steps(st, c, st.at_level(t) + ([st.loss] if t == 0 else []), "ff")
         wave = [v for v in st.values if st.level[v] == t + 1]
         steps += drive_steps(st, c, wave, "ff")
-        steps += [s for v in wave for s in (Update(v, 1.0), Error(v, "ff"))]
+        steps += [Relax(v, "ff") for v in wave]
         sections.append(
             Section(
                 f"inference t={t} (increments of level {t}"

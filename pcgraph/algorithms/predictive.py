@@ -84,7 +84,7 @@ def zil_schedule(c: Compiled, opts: dict) -> Schedule:
         )
     else:
         lc, st = pc_view(c, opts["levelling"])
-        sections = wavefront_sections(lc, st)
+        return Schedule("zil", c.name, tuple(opts.items()), wavefront_sections(lc, st), "1")
     return Schedule("zil", c.name, tuple(opts.items()), sections)
 
 
@@ -135,8 +135,11 @@ def pc_grads(name: str):  # noqa: ANN201
         state.update(e={}, s={}, d={}, mu={})
         run(program.xp, c, sched.steps, state, size, program._float)
         d = state["d"]
-        zero = program.zeros_like_params()
-        out = {p: -d[p] / size if p in d else zero[p] for p in program.params}
+        scale = -1.0 / size if sched.grad_scale == "-1/B" else 1.0
+        out = {
+            p: (d[p] if scale == 1.0 else scale * d[p]) if p in d else program.zeros_like(p)
+            for p in program.params
+        }
         state["x"] = state["ff"]  # the loss reported is the feed-forward one
         return out, {"state": state, "batch_size": size}
 
