@@ -1,8 +1,8 @@
 """Optimisers: SGD (with momentum) and Adam.
 
-An optimiser computes the next parameters and its next state without touching either, so that
-``Program.train_step`` can check everything first and then commit both at once (no half-applied
-update after an error).
+``Program.train_step`` first computes and checks the gradients (shapes, finiteness); only then
+does it call ``apply``, which updates the parameter arrays and the optimiser's state in place
+(one pass per array, as PyTorch's optimisers do) and cannot fail half-way.
 """
 
 from __future__ import annotations
@@ -39,13 +39,8 @@ class Optimizer:
     def __init__(self) -> None:
         self.state: dict[str, Any] = {"step": 0}
 
-    def compute(
-        self, params: Mapping[str, Any], grads: Mapping[str, Any], xp: Any
-    ) -> tuple[dict, dict]:
+    def apply(self, params: Mapping[str, Any], grads: Mapping[str, Any], xp: Any) -> None:
         raise NotImplementedError
-
-    def commit(self, new_state: dict) -> None:
-        self.state = new_state
 
     def state_dict(self) -> dict[str, Any]:
         """The optimiser's settings and state (arrays stay backend arrays)."""
@@ -92,21 +87,22 @@ class SGD(Optimizer):
             "weight_decay": self.weight_decay,
         }
 
-    def compute(
-        self, params: Mapping[str, Any], grads: Mapping[str, Any], xp: Any
-    ) -> tuple[dict, dict]:
-        new_params, state = {}, {"step": self.state.get("step", 0) + 1}
+    def apply(self, params: Mapping[str, Any], grads: Mapping[str, Any], xp: Any) -> None:
+        state = self.state
         for name, p in params.items():
             g = grads[name]
             if self.weight_decay:
                 g = g + self.weight_decay * p
             if self.momentum:
-                prev = self.state.get(f"v/{name}")
-                v = g if prev is None else self.momentum * prev + g
-                state[f"v/{name}"] = v
+                v = state.get(f"v/{name}")
+                if v is None:
+                    v = state[f"v/{name}"] = g + 0.0  # a copy: it is updated in place below
+                else:
+                    v *= self.momentum
+                    v += g
                 g = g + self.momentum * v if self.nesterov else v
-            new_params[name] = p - self.lr * g
-        return new_params, state
+            p -= self.lr * g
+        state["step"] = state.get("step", 0) + 1
 
 
 class Adam(Optimizer):
@@ -140,24 +136,25 @@ class Adam(Optimizer):
             "weight_decay": self.weight_decay,
         }
 
-    def compute(
-        self, params: Mapping[str, Any], grads: Mapping[str, Any], xp: Any
-    ) -> tuple[dict, dict]:
+    def apply(self, params: Mapping[str, Any], grads: Mapping[str, Any], xp: Any) -> None:
         b1, b2 = self.betas
-        t = self.state.get("step", 0) + 1
-        state: dict[str, Any] = {"step": t}
-        new_params = {}
+        state = self.state
+        t = state["step"] = state.get("step", 0) + 1
         for name, p in params.items():
             g = grads[name]
-            m_prev, v_prev = self.state.get(f"m/{name}"), self.state.get(f"v/{name}")
-            m = (1 - b1) * g if m_prev is None else b1 * m_prev + (1 - b1) * g
-            v = (1 - b2) * g * g if v_prev is None else b2 * v_prev + (1 - b2) * g * g
-            state[f"m/{name}"], state[f"v/{name}"] = m, v
+            m, v = state.get(f"m/{name}"), state.get(f"v/{name}")
+            if m is None:
+                m = state[f"m/{name}"] = (1 - b1) * g
+                v = state[f"v/{name}"] = (1 - b2) * (g * g)
+            else:
+                m *= b1
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * (g * g)
             step = (m / (1 - b1**t)) / (xp.sqrt(v / (1 - b2**t)) + self.eps)
             if self.weight_decay:
                 step = step + self.weight_decay * p
-            new_params[name] = p - self.lr * step
-        return new_params, state
+            p -= self.lr * step
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

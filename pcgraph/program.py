@@ -277,21 +277,21 @@ class Program:
         grads, extra = algo.grads(self, current, batch, opts)
         state = extra["state"]
         loss = self.xp.mean(state["x"][self.loss_node])
-        new_params, new_state = optimizer.compute(current, grads, self.xp)
-        total = loss + sum(self.xp.sum(p) for p in new_params.values())
+        # One reduction per gradient: a NaN or inf anywhere makes the total non-finite.
+        total = loss + sum(self.xp.sum(g) for g in grads.values())
         if not bool(self.xp.isfinite(total)):
-            where = self._first_nonfinite(state, grads, new_params)
+            where = self._first_nonfinite(state, grads)
             if on_nonfinite == "skip":
                 self.skipped = getattr(self, "skipped", 0) + 1
                 return float(loss)
             raise NumericalError(
                 f"train_step ({algorithm}): non-finite value first at {where}; nothing was applied"
             )
-        params.update(new_params)
-        optimizer.commit(new_state)
+        optimizer.apply(current, grads, self.xp)
+        params.update(current)
         return float(loss)
 
-    def _first_nonfinite(self, state: dict, grads: dict, new_params: dict) -> str:
+    def _first_nonfinite(self, state: dict, grads: dict) -> str:
         """Where a NaN/inf first appears: value nodes in order, then errors, then updates."""
         finite = lambda a: bool(self.xp.all(self.xp.isfinite(a)))  # noqa: E731
         for store, label in (("x", "node"), ("e", "error of node"), ("g", "error of node")):
@@ -302,8 +302,6 @@ class Program:
         for name in self.params:
             if not finite(grads[name]):
                 return f"the update of param {name!r}"
-            if not finite(new_params[name]):
-                return f"the new value of param {name!r}"
         return "the loss"
 
     def zeros_like(self, param: str) -> Any:
