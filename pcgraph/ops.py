@@ -213,8 +213,8 @@ _unary("neg", "-x", lambda xp, x: -x, lambda xp, g, o, x: -g)
 _unary(
     "relu",
     "max(x, 0)",
-    lambda xp, x: xp.where(x > 0, x, xp.zeros_like(x)),
-    lambda xp, g, o, x: xp.where(x > 0, g, xp.zeros_like(g)),
+    lambda xp, x: xp.where(x > 0, x, 0.0),
+    lambda xp, g, o, x: xp.where(x > 0, g, 0.0),
 )
 _unary("tanh", "tanh(x)", lambda xp, x: xp.tanh(x), lambda xp, g, o, x: g * (1.0 - o * o))
 _unary("sigmoid", "1 / (1 + exp(-x))", _sigmoid, lambda xp, g, o, x: g * o * (1.0 - o))

@@ -225,11 +225,18 @@ def dense_sections(
     vertices = [*st.outputs, *st.values, st.loss]
     sections = [forward_section(c, noise, seed, st)]
 
+    # A prediction changes only through operands that are vertices; the others keep the
+    # feed-forward prediction, which the snapshot already holds.
+    moving = set(st.values)
+    stale_outputs = [o for o in st.outputs if moving & set(c.nodes[o].operands)]
+    stale_values = [v for v in st.values if moving & set(c.nodes[v].operands)]
+    fresh = [Snapshot("ff", "mu")] if not fixed else []
+
     def errors(first: bool) -> list:
-        out: list = []
+        out: list = list(fresh) if first else []
         if not fixed:
-            out += [Eval(o, c.nodes[o].op, c.nodes[o].operands) for o in st.outputs]
-            out += [Eval(v, c.nodes[v].op, c.nodes[v].operands, into="mu") for v in st.values]
+            out += [Eval(o, c.nodes[o].op, c.nodes[o].operands) for o in stale_outputs]
+            out += [Eval(v, c.nodes[v].op, c.nodes[v].operands, into="mu") for v in stale_values]
         if first or not fixed:
             out += output_errors(st, c, at)
             if prox:
