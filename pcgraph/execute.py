@@ -9,7 +9,7 @@ library beyond the namespace ``xp`` it is handed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -46,64 +46,134 @@ def _sq_norm(xp: Any, arrays: list) -> Any:
     return total
 
 
-def run(
-    xp: Any, c: Compiled, steps: Iterable, state: dict[str, dict], batch_size: int, dtype: Any
-) -> None:
-    """Execute ``steps`` in order, reading and writing the stores of ``state``."""
-    nodes = c.nodes
-    for step in steps:
-        kind = type(step)
-        if kind is Eval:
-            spec = nodes[step.node]
+def _kernel(xp: Any, c: Compiled, step: Any, dtype: Any) -> Callable[[dict, int], None] | None:
+    """One step as a closure over everything that does not change between runs."""
+    kind = type(step)
+    if kind is Eval:
+        spec = c.nodes[step.node]
+        fwd, kw, operands, into, node = (
+            OPS[spec.op].forward,
+            spec.lowered,
+            step.operands,
+            step.into,
+            step.node,
+        )
+
+        def run_eval(state: dict, batch: int) -> None:
             x = state["x"]
-            operands = [x[o] for o in step.operands]
-            state[step.into][step.node] = OPS[spec.op].forward(xp, operands, **spec.lowered)
-        elif kind is VJP:
-            spec = nodes[step.node]
-            at = state[step.at]
-            out = state[step.out or step.at][step.node]
-            operands = [at[o] for o in spec.operands]
-            cot = OPS[spec.op].vjp(
-                xp, step.argnum, state[step.src][step.node], out, operands, **spec.lowered
+            state[into][node] = fwd(xp, [x[o] for o in operands], **kw)
+
+        return run_eval
+    if kind is VJP:
+        spec = c.nodes[step.node]
+        vjp, kw, operands, argnum = (OPS[spec.op].vjp, spec.lowered, spec.operands, step.argnum)
+        node, src, into, at, out, target = (
+            step.node,
+            step.src,
+            step.into,
+            step.at,
+            step.out or step.at,
+            step.operand,
+        )
+
+        def run_vjp(state: dict, batch: int) -> None:
+            where = state[at]
+            cot = vjp(
+                xp, argnum, state[src][node], state[out][node], [where[o] for o in operands], **kw
             )
-            accumulate(state.setdefault(step.into, {}), step.operand, cot)
-        elif kind is Seed:
-            fill = 1.0 / batch_size if step.value == "1/B" else float(step.value)
-            state.setdefault(step.into, {})[step.node] = xp.full((batch_size,), fill, dtype=dtype)
-        elif kind is Update:
+            accumulate(state.setdefault(into, {}), target, cot)
+
+        return run_vjp
+    if kind is Seed:
+        node, into, value = step.node, step.into, step.value
+
+        def run_seed(state: dict, batch: int) -> None:
+            fill = 1.0 / batch if value == "1/B" else float(value)
+            state.setdefault(into, {})[node] = xp.full((batch,), fill, dtype=dtype)
+
+        return run_seed
+    if kind is Relax:
+        node, mu = step.node, step.mu
+
+        def run_relax(state: dict, batch: int) -> None:
+            drive = state["s"].pop(node)
+            state["x"][node] = state[mu][node] + drive
+            state["e"][node] = drive
+
+        return run_relax
+    if kind is Update:
+        node, rate = step.node, step.rate
+
+        def run_update(state: dict, batch: int) -> None:
             x, e, s = state["x"], state["e"], state["s"]
-            drive = s.pop(step.node, None)
-            err = e.get(step.node)
+            drive, err = s.pop(node, None), e.get(node)
             if drive is None and err is None:
-                continue
+                return
             delta = drive if err is None else (-err if drive is None else drive - err)
-            x[step.node] = x[step.node] + step.rate * delta
-        elif kind is Relax:
-            drive = state["s"].pop(step.node)
-            state["x"][step.node] = state[step.mu][step.node] + drive
-            state["e"][step.node] = drive
-        elif kind is Error:
-            state["e"][step.node] = state["x"][step.node] - state[step.mu][step.node]
-        elif kind is Snapshot:
-            state[step.into] = dict(state[step.src])
-        elif kind is Clear:
-            store = state.setdefault(step.store, {})
-            for n in step.nodes:
+            x[node] = x[node] + rate * delta
+
+        return run_update
+    if kind is Error:
+        node, mu = step.node, step.mu
+
+        def run_error(state: dict, batch: int) -> None:
+            state["e"][node] = state["x"][node] - state[mu][node]
+
+        return run_error
+    if kind is Snapshot:
+        src, into = step.src, step.into
+        return lambda state, batch: state.__setitem__(into, dict(state[src]))
+    if kind is Clear:
+        store_name, names = step.store, step.nodes
+
+        def run_clear(state: dict, batch: int) -> None:
+            store = state.setdefault(store_name, {})
+            for n in names:
                 store.pop(n, None)
-        elif kind is Perturb:
-            x = state["x"][step.node]
-            noise = np.random.default_rng(step.seed).normal(0.0, step.sigma, size=tuple(x.shape))
-            state["x"][step.node] = x + xp.asarray(noise, dtype=x.dtype)
-        elif kind is ProxOutput:
-            n = _sq_norm(xp, [state["x"][p] for p in step.presynaptic]) + step.eps
-            scale = step.alpha * n / (1.0 + step.alpha * n)
-            e = state["e"][step.node]
-            state["e"][step.node] = e * xp.reshape(scale, (batch_size,) + (1,) * (e.ndim - 1))
-        elif kind is Normalise:
-            pre = [state["x"][p] for p in step.presynaptic]
-            norm = xp.mean(_sq_norm(xp, pre)) if pre else 0.0
+
+        return run_clear
+    if kind is Perturb:
+        node, sigma, seed = step.node, step.sigma, step.seed
+
+        def run_perturb(state: dict, batch: int) -> None:
+            x = state["x"][node]
+            noise = np.random.default_rng(seed).normal(0.0, sigma, size=tuple(x.shape))
+            state["x"][node] = x + xp.asarray(noise, dtype=x.dtype)
+
+        return run_perturb
+    if kind is ProxOutput:
+        node, pre, alpha, eps = step.node, step.presynaptic, step.alpha, step.eps
+
+        def run_prox(state: dict, batch: int) -> None:
+            n = _sq_norm(xp, [state["x"][p] for p in pre]) + eps
+            scale = alpha * n / (1.0 + alpha * n)
+            e = state["e"][node]
+            state["e"][node] = e * xp.reshape(scale, (batch,) + (1,) * (e.ndim - 1))
+
+        return run_prox
+    if kind is Normalise:
+        param, pre, alpha, eps = step.param, step.presynaptic, step.alpha, step.eps
+
+        def run_normalise(state: dict, batch: int) -> None:
+            arrays = [state["x"][p] for p in pre]
+            norm = xp.mean(_sq_norm(xp, arrays)) if arrays else 0.0
             d = state.setdefault("d", {})
-            if step.param in d:
-                d[step.param] = d[step.param] / (step.alpha * (norm + 1.0 + step.eps))
-        elif kind is not Note:
-            raise TypeError(f"the executor cannot run step {step!r}")
+            if param in d:
+                d[param] = d[param] / (alpha * (norm + 1.0 + eps))
+
+        return run_normalise
+    if kind is Note:
+        return None
+    raise TypeError(f"the executor cannot run step {step!r}")
+
+
+def lower(xp: Any, c: Compiled, steps: Iterable, dtype: Any) -> list[Callable[[dict, int], None]]:
+    """A schedule's steps as closures, ready to be run many times."""
+    kernels = (_kernel(xp, c, step, dtype) for step in steps)
+    return [k for k in kernels if k is not None]
+
+
+def run_kernels(kernels: list, state: dict[str, dict], batch_size: int) -> None:
+    """Run lowered steps in order on ``state``."""
+    for kernel in kernels:
+        kernel(state, batch_size)

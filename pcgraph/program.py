@@ -11,7 +11,7 @@ import numpy as np
 from . import backends as _backends
 from .compile import Compiled, analyse, forward_steps
 from .errors import FeedError, GraphError, NumericalError, OptionError
-from .execute import run
+from .execute import lower, run_kernels
 from .graph import Graph, Node
 from .init import INITIALIZERS, default_init
 from .schedule import Schedule
@@ -46,6 +46,7 @@ class Program:
         self._float = getattr(self.xp, dtype)
         self._schedules: dict[tuple, Schedule] = {}
         self._derived: dict[tuple, Any] = {}  # graphs derived for algorithms (identity-levelled)
+        self._kernels: dict[int, list] = {}  # id(schedule) -> its steps lowered to closures
         self._consts = {
             n: backend.asarray(s.value, dtype)
             for n, s in compiled.nodes.items()
@@ -208,8 +209,22 @@ class Program:
     def forward(self, params: Mapping, batch: Mapping, targets: list[str]) -> tuple[dict, int]:
         """Run the forward pass needed for ``targets``; returns (state, batch size)."""
         state, size = self._state(params, batch, targets)
-        run(self.xp, self.compiled, forward_steps(self.compiled, targets), state, size, self._float)
+        key = ("forward", tuple(targets))
+        if key not in self._derived:
+            self._derived[key] = lower(
+                self.xp, self.compiled, forward_steps(self.compiled, targets), self._float
+            )
+        run_kernels(self._derived[key], state, size)
         return state, size
+
+    def execute(self, schedule: Schedule, compiled: Compiled, state: dict, size: int) -> None:
+        """Run ``schedule`` (emitted for ``compiled``) on ``state``, lowering it once."""
+        kernels = self._kernels.get(id(schedule))
+        if kernels is None:
+            kernels = self._kernels[id(schedule)] = lower(
+                self.xp, compiled, schedule.steps, self._float
+            )
+        run_kernels(kernels, state, size)
 
     def evaluate(self, params: Mapping, batch: Mapping, node: Node | str) -> Any:
         """The value of ``node`` (handle or name) on ``batch``: a backend array ``(B, *shape)``."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from pcgraph.compile import Compiled, bp_sections
-from pcgraph.execute import run
 from pcgraph.schedule import Schedule
 
 from . import Algorithm, register
@@ -19,7 +18,7 @@ def grads(program: Any, params: Any, batch: Any, opts: dict) -> tuple[dict, dict
     sched = program.schedule("bp", **opts)
     state, size = program._state(params, batch, [program.loss_node])
     state["g"] = {}
-    run(program.xp, program.compiled, sched.steps, state, size, program._float)
+    program.execute(sched, program.compiled, state, size)
     g = state["g"]
     out = {p: g[p] if p in g else program.zeros_like(p) for p in program.params}
     return out, {"state": state, "batch_size": size}

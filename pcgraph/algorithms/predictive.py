@@ -21,7 +21,6 @@ from pcgraph.algorithms.pc import (
     wavefront_sections,
 )
 from pcgraph.compile import Compiled
-from pcgraph.execute import run
 from pcgraph.schedule import Schedule
 
 
@@ -133,7 +132,7 @@ def pc_grads(name: str):  # noqa: ANN201
         c = compiled_for(program, sched)
         state, size = program._state(params, batch, [program.loss_node])
         state.update(e={}, s={}, d={}, mu={})
-        run(program.xp, c, sched.steps, state, size, program._float)
+        program.execute(sched, c, state, size)
         d = state["d"]
         scale = -1.0 / size if sched.grad_scale == "-1/B" else 1.0
         out = {
