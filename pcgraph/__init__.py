@@ -45,7 +45,7 @@ from .errors import (  # noqa: E402
     PCGraphError,
     ShapeError,
 )
-from .graph import DSL, Graph, Node, flatten  # noqa: E402
+from .graph import DSL, Graph, Node, flatten, one_hot, split  # noqa: E402
 from .ops import OPS  # noqa: E402
 from .program import Program, compile  # noqa: E402
 
@@ -70,6 +70,8 @@ __all__ = [
     "Program",
     "compile",
     "flatten",
+    "split",
+    "one_hot",
     "to_numpy",
     "set_default_backend",
     "backends",
