@@ -51,6 +51,8 @@ from .program import Program, compile  # noqa: E402
 
 globals().update(DSL)  # pc.relu, pc.matmul, pc.softmax_cross_entropy, ... one per op in the table
 
+from . import models  # noqa: E402  (the zoo builds on the DSL functions bound just above)
+
 
 def to_numpy(x):  # noqa: ANN001, ANN201
     """A backend array (or a dict of them) copied to host NumPy arrays."""
@@ -77,6 +79,7 @@ __all__ = [
     "backends",
     "init",
     "optim",
+    "models",
     "OPS",
     "UnusedParameterWarning",
     "PCGraphError",

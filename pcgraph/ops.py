@@ -209,12 +209,20 @@ def _sigmoid(xp: Any, x: Any) -> Any:
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def _zeros_where(xp: Any, cond: Any, g: Any) -> Any:
+    """``g`` where ``cond`` holds, else 0 (``cond`` broadcasts to ``g``).
+
+    A product with the 0/1 mask: NumPy's ``where`` on a random mask is ~10x slower.
+    """
+    return g * xp.astype(cond, g.dtype)
+
+
 _unary("neg", "-x", lambda xp, x: -x, lambda xp, g, o, x: -g)
 _unary(
     "relu",
     "max(x, 0)",
-    lambda xp, x: xp.where(x > 0, x, xp.zeros_like(x)),
-    lambda xp, g, o, x: xp.where(x > 0, g, xp.zeros_like(g)),
+    lambda xp, x: _zeros_where(xp, x > 0, x),
+    lambda xp, g, o, x: _zeros_where(xp, x > 0, g),
 )
 _unary("tanh", "tanh(x)", lambda xp, x: xp.tanh(x), lambda xp, g, o, x: g * (1.0 - o * o))
 _unary("sigmoid", "1 / (1 + exp(-x))", _sigmoid, lambda xp, g, o, x: g * o * (1.0 - o))
@@ -649,11 +657,6 @@ def _real(v: Any, what: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ValueError(f"{what} must be a finite number, got {v!r}")
     return float(v)
-
-
-def _zeros_where(xp: Any, cond: Any, g: Any) -> Any:
-    """``g`` where ``cond`` holds, else 0 (``cond`` broadcasts to ``g``)."""
-    return xp.where(cond, g, xp.zeros_like(g))
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
