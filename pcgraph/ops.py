@@ -817,12 +817,14 @@ def _normalise(xp: Any, x: Any, axes: tuple, eps: float) -> Any:
 
 
 def _normalise_vjp(xp: Any, g: Any, out: Any, x: Any, axes: tuple, eps: float) -> Any:
-    # With xhat = out and s = sqrt(var + eps):  gx = (g - mean(g) - xhat * mean(g * xhat)) / s.
-    # Exact, eps included, and over every axis in ``axes`` (the batch axis for batch_norm).
+    # With xhat = (x - mean) / s and s = sqrt(var + eps):
+    # gx = (g - mean(g) - xhat * mean(g * xhat)) / s, exact (eps included) over every axis in
+    # ``axes`` (the batch axis too for batch_norm).  xhat is recomputed, not read from ``out``.
     xc = x - xp.mean(x, axis=axes, keepdims=True)
     inv = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
+    xhat = xc * inv
     mg = xp.mean(g, axis=axes, keepdims=True)
-    return inv * (g - mg - out * xp.mean(g * out, axis=axes, keepdims=True))
+    return inv * (g - mg - xhat * xp.mean(g * xhat, axis=axes, keepdims=True))
 
 
 def _eps(attrs: dict) -> float:
@@ -1400,7 +1402,12 @@ def _max_pool_vjp(xp: Any, i: int, g: Any, out: Any, xs: list, lead: int, **pool
     # Tie rule: each window's cotangent goes to the first maximal element in row-major window
     # order (``taken`` marks windows already served); overlapping windows accumulate.
     xt, keys = _pool_windows(xp, xs[0], lead, fill=-math.inf, **pool)
-    gt, ot = _to_cwhb(xp, g, lead), _to_cwhb(xp, out, lead)
+    # The maxima are recomputed from x rather than read from ``out``: the tie rule needs exact
+    # equality, which must not depend on where the caller's ``out`` came from.
+    ot = xt[keys[0]]
+    for key in keys[1:]:
+        ot = xp.maximum(ot, xt[key])
+    gt = _to_cwhb(xp, g, lead)
     r = xp.zeros(tuple(xt.shape), dtype=g.dtype)
     taken = xp.zeros(tuple(ot.shape), dtype=xp.bool)
     for key in keys:

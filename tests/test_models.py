@@ -90,3 +90,18 @@ def test_default_lenet_and_mlp_shapes() -> None:
     assert g.node("x").shape == (1, 28, 28)
     assert g.node("fc.W").shape == (512, 10)
     assert MODELS["mlp"]().node("fc2.W").shape == (256, 10)
+
+
+@pytest.mark.parametrize("key", ["lenet", "alexnet_small", "resnet", "transformer_encoder-tokens"])
+def test_zoo_gradients_are_the_same_under_array_api_strict(key: str) -> None:
+    pytest.importorskip("array_api_strict")
+    g = _build(key)
+    ref = pc.compile(g, dtype="float64")
+    strict = pc.compile(g, backend="array_api_strict", dtype="float64")
+    batch = batch_for(g, B=3)
+    expected = ref.grads(ref.init_params(1), batch)
+    got = {
+        k: strict.backend.to_numpy(v) for k, v in strict.grads(strict.init_params(1), batch).items()
+    }
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-14, err_msg=name)
