@@ -45,11 +45,13 @@ from .errors import (  # noqa: E402
     PCGraphError,
     ShapeError,
 )
-from .graph import DSL, Graph, Node, flatten  # noqa: E402
+from .graph import DSL, Graph, Node, flatten, one_hot, split  # noqa: E402
 from .ops import OPS  # noqa: E402
 from .program import Program, compile  # noqa: E402
 
 globals().update(DSL)  # pc.relu, pc.matmul, pc.softmax_cross_entropy, ... one per op in the table
+
+from . import models  # noqa: E402  (the zoo builds on the DSL functions bound just above)
 
 
 def to_numpy(x):  # noqa: ANN001, ANN201
@@ -70,12 +72,15 @@ __all__ = [
     "Program",
     "compile",
     "flatten",
+    "split",
+    "one_hot",
     "to_numpy",
     "set_default_backend",
     "backends",
     "init",
     "optim",
     "schedule",
+    "models",
     "OPS",
     "UnusedParameterWarning",
     "PCGraphError",

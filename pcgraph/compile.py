@@ -179,13 +179,18 @@ def analyse(graph: Graph) -> Compiled:
 
 
 def _label_classes(nodes: dict[str, NodeSpec]) -> dict[str, int]:
-    """Integer leaves that reach a cross-entropy's label operand, with the class count they index."""
+    """Integer leaves that reach a cross-entropy's label operand or an embedding's ids, with the
+    class (vocabulary) count they index, so feeds are range-checked before any array rule runs."""
     found: dict[str, int] = {}
     for spec in nodes.values():
         if spec.op == "softmax_cross_entropy" and nodes[spec.operands[1]].dtype == "int64":
-            classes = nodes[spec.operands[0]].shape[-1]
-            for leaf in _leaves_of(nodes, spec.operands[1]):
-                found[leaf] = min(found.get(leaf, classes), classes)
+            ids, classes = spec.operands[1], nodes[spec.operands[0]].shape[-1]
+        elif spec.op == "embedding":
+            ids, classes = spec.operands[0], nodes[spec.operands[1]].shape[0]
+        else:
+            continue
+        for leaf in _leaves_of(nodes, ids):
+            found[leaf] = min(found.get(leaf, classes), classes)
     return found
 
 

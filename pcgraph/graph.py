@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import networkx as nx
+import numpy as np
 
 from .errors import GraphError, ShapeError
 from .init import INITIALIZERS, InitSpec
@@ -370,3 +371,46 @@ DSL = {name: _dsl_function(opdef) for name, opdef in OPS.items()}
 def flatten(x: Node, name: str | None = None) -> Node:
     """Reshape ``x`` to one per-example axis (a ``reshape`` node)."""
     return x.graph.op("reshape", x, name=name, shape=(-1,))
+
+
+def split(
+    x: Node, sizes: int | Iterable[int], axis: int = 0, name: str | None = None
+) -> list[Node]:
+    """Split ``x`` along per-example ``axis`` into ``slice`` nodes (ops have one output each).
+
+    ``sizes`` is a number of equal sections, or the section lengths (summing to the axis length).
+    With ``name``, the pieces are called ``{name}_0``, ``{name}_1``, ...
+    """
+    if not isinstance(x, Node):
+        raise GraphError(f"split needs a node, got {x!r}")
+    rank = len(x.shape)
+    if not isinstance(axis, int) or not -rank <= axis < rank:
+        raise GraphError(f"split: axis {axis!r} is out of range for per-example shape {x.shape}")
+    n = x.shape[axis % rank]
+    if isinstance(sizes, numbers.Integral):
+        if sizes < 1 or n % sizes:
+            raise GraphError(f"split: an axis of length {n} does not split into {sizes} sections")
+        lengths = [n // int(sizes)] * int(sizes)
+    else:
+        lengths = [int(s) for s in sizes]
+        if any(s < 1 for s in lengths) or sum(lengths) != n:
+            raise GraphError(f"split: sizes {lengths} must be positive and sum to {n}")
+    out, start = [], 0
+    for i, length in enumerate(lengths):
+        piece = None if name is None else f"{name}_{i}"
+        out.append(x.graph.op("slice", x, name=piece, start=start, stop=start + length, axis=axis))
+        start += length
+    return out
+
+
+def one_hot(ids: Node, classes: int, name: str | None = None) -> Node:
+    """Float one-hot rows of integer ``ids``: shape ``ids.shape + (classes,)``.
+
+    An ``embedding`` into a constant identity matrix, so the rows come in the program's dtype.
+    """
+    if not isinstance(ids, Node):
+        raise GraphError(f"one_hot needs a node of integer ids, got {ids!r}")
+    if not isinstance(classes, numbers.Integral) or isinstance(classes, bool) or classes < 1:
+        raise GraphError(f"one_hot: classes must be a positive int, got {classes!r}")
+    eye = ids.graph.const(np.eye(int(classes)))
+    return ids.graph.op("embedding", ids, eye, name=name)

@@ -1,0 +1,282 @@
+"""Time pcgraph's training steps against PyTorch's CPU autograd on the same networks and weights.
+
+Compared runs are interleaved (A B A B ...) and reported as medians after a warm-up, with the
+ratio to the peer measured in the same run.  Nothing here is asserted by unit tests; the CI only
+runs ``--smoke`` to keep the harness working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import benchmarks
+import pcgraph as pc
+
+ALGORITHMS = {"bp": {}, "zil": {}, "fpa": {"rate": 1.0}, "il": {"steps": 20}}
+
+
+@dataclass
+class Network:
+    name: str
+    build: Callable[[], pc.Graph]
+    batch: int
+
+
+def _mlp(sizes: tuple = (784, 256, 256, 10)) -> pc.Graph:
+    from pcgraph.models import mlp
+
+    return mlp(sizes=sizes, activation="relu")
+
+
+def networks(smoke: bool) -> list[Network]:
+    """The networks of the issue (tiny versions with ``smoke``)."""
+    from pcgraph import models
+
+    if smoke:
+        return [
+            Network("mlp 32-16-10 b8", lambda: _mlp((32, 16, 10)), 8),
+            Network("lenet b4", lambda: models.lenet(), 4),
+        ]
+    return [
+        Network("mlp 784-256-256-10 b64", _mlp, 64),
+        Network("mlp 784-256-256-10 b256", _mlp, 256),
+        Network("lenet 1x28x28 b64", lambda: models.lenet(), 64),
+        Network("rnn T28 D28 H128 b64",
+                lambda: models.rnn_many_to_one(T=28, D=28, H=128, classes=10), 64),
+        Network("transformer T16 d64 h4 b32",
+                lambda: models.transformer_encoder(T=16, d_model=64, heads=4, layers=1), 32),
+    ]
+
+
+def random_batch(g: pc.Graph, size: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in g.inputs + g.targets:
+        node = g.node(name)
+        if node.dtype == "int64":
+            out[name] = rng.integers(0, 10, size=(size,) + node.shape)
+        else:
+            out[name] = rng.random((size,) + node.shape, dtype=np.float32)
+    return out
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed in turn A B A B ... after a warm-up."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            gc.disable()
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+            gc.enable()
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def gemm_rate(n: int = 1024, repeats: int = 7) -> float:
+    """The machine's float32 GEMM rate in FLOP/s (median of ``repeats``)."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = a.copy()
+    a @ b
+    best = statistics.median(_time(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _time(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def numpy_mlp_step(params: dict, x: np.ndarray, y: np.ndarray, lr: float = 0.01) -> None:
+    """The floor: a hand-written NumPy backprop + SGD step of a relu MLP (W_i, b_i pairs)."""
+    names = sorted(k for k in params if k.startswith("W"))
+    acts, h = [x], x
+    for i, w in enumerate(names):
+        z = h @ params[w] + params[w.replace("W", "b")]
+        h = np.maximum(z, 0) if i < len(names) - 1 else z
+        acts.append(h)
+    p = np.exp(h - h.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1
+    g = p / len(y)
+    for i in reversed(range(len(names))):
+        a = acts[i]
+        gw, gb = a.T @ g, g.sum(0)
+        if i:
+            g = (g @ params[names[i]].T) * (a > 0)
+        params[names[i]] -= lr * gw
+        params[names[i].replace("W", "b")] -= lr * gb
+
+
+def mlp_flops(sizes: tuple, batch: int) -> float:
+    """FLOPs of one backprop step: forward, weight and input gradients (none into the data)."""
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    fwd = sum(2 * batch * a * b for a, b in pairs)
+    return fwd + fwd + (fwd - 2 * batch * pairs[0][0] * pairs[0][1])
+
+
+def peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak traced allocation during ``fn`` (NumPy reports its buffers to tracemalloc)."""
+    fn()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def compile_time(nodes: int = 1000) -> float:
+    """Seconds to compile a chain graph of about ``nodes`` nodes and emit its bp and zil schedules."""
+    g = pc.Graph("chain")
+    h = g.input("x", (8,))
+    for i in range(nodes // 4):
+        h = pc.tanh(h @ g.param(f"W{i}", (8, 8)) + g.param(f"b{i}", (8,)))
+    g.set_loss(pc.mse(h, g.target("y", (8,))))
+    t = time.perf_counter()
+    prog = pc.compile(g)
+    prog.schedule("bp")
+    prog.schedule("zil")
+    return time.perf_counter() - t
+
+
+def bench_network(net: Network, repeats: int, warmup: int, torch_ok: bool) -> list[dict]:
+    g = net.build()
+    prog = pc.compile(g, dtype="float32")
+    params = prog.init_params(0)
+    batch = random_batch(g, net.batch)
+    fns: dict[str, Callable[[], Any]] = {}
+    for algo, opts in ALGORITHMS.items():
+        opt = pc.optim.SGD(lr=1e-3)
+        fns[algo] = lambda a=algo, o=opts, s=opt: prog.train_step(params, batch, algorithm=a,
+                                                                  optimizer=s, **o)
+    if torch_ok:
+        from benchmarks.torch_peer import TorchPeer
+
+        peer = TorchPeer(prog, params, lr=1e-3)
+        feeds = peer.feed(batch)
+        fns["torch"] = lambda: peer.step(feeds)
+    if net.name.startswith("mlp"):
+        hand = {k: np.array(v) for k, v in params.items()}
+        fns["numpy"] = lambda: numpy_mlp_step(hand, batch["x"], batch["y"])
+    medians = interleaved(fns, repeats, warmup)
+    rows = []
+    for algo in ALGORITHMS:
+        row = {"network": net.name, "algorithm": algo, "ms": medians[algo] * 1e3}
+        if "torch" in medians:
+            row["vs torch"] = medians[algo] / medians["torch"]
+        if "numpy" in medians:
+            row["vs numpy"] = medians[algo] / medians["numpy"]
+        rows.append(row)
+    if "torch" in medians:
+        rows.append({"network": net.name, "algorithm": "pytorch", "ms": medians["torch"] * 1e3})
+    if "numpy" in medians:
+        rows.append({"network": net.name, "algorithm": "numpy (hand)", "ms": medians["numpy"] * 1e3,
+                     **({"vs torch": medians["numpy"] / medians["torch"]}
+                        if "torch" in medians else {})})
+        sizes = tuple(int(s) for s in net.name.split()[1].split("-"))
+        rows[0]["gemm"] = mlp_flops(sizes, net.batch) / medians["bp"]
+    rows[0]["zil/bp"] = medians["zil"] / medians["bp"]
+    return rows
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "numpy": np.__version__, "pcgraph": pc.__version__}
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+    except ImportError:
+        out["torch"] = "not installed"
+    return out
+
+
+def blas_threads() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        return ", ".join(f"{i['internal_api']}={i['num_threads']}" for i in threadpool_info())
+    except ImportError:
+        return f"OPENBLAS/OMP_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
+
+
+def render(rows: list[dict], extra: dict[str, str], gemm: float, header: dict[str, str]) -> str:
+    lines = ["# pcgraph benchmarks", ""]
+    lines += [f"- {k}: {v}" for k, v in header.items()]
+    lines += [f"- float32 GEMM (1024^2): {gemm / 1e9:.0f} GFLOP/s", ""]
+    lines += ["| network | algorithm | ms/step (median) | / PyTorch | / hand NumPy | GEMM rate "
+              "| zil / bp |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        def fmt(key: str, spec: str) -> str:
+            return format(r[key], spec) if key in r else ""
+
+        gem = f"{r['gemm'] / gemm:.0%}" if "gemm" in r else ""
+        lines.append(f"| {r['network']} | {r['algorithm']} | {r['ms']:.3f} | "
+                     f"{fmt('vs torch', '.2f')} | {fmt('vs numpy', '.2f')} | {gem} | "
+                     f"{fmt('zil/bp', '.3f')} |")
+    lines += [""] + [f"- {k}: {v}" for k, v in extra.items()] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat: keeps CI honest")
+    ap.add_argument("--repeats", type=int, default=9, help="timed repeats per row (>= 7)")
+    ap.add_argument("--out", default="BENCHMARKS.md", help="where to write the Markdown report")
+    args = ap.parse_args(argv)
+    repeats, warmup = (1, 1) if args.smoke else (max(args.repeats, 7), 3)
+    try:
+        import torch
+
+        torch.set_num_threads(int(benchmarks.THREADS))
+        torch_ok = True
+    except ImportError:
+        torch_ok = False
+    rows: list[dict] = []
+    for net in networks(args.smoke):
+        rows += bench_network(net, repeats, warmup, torch_ok)
+    mlp_net = networks(args.smoke)[0]
+    g = mlp_net.build()
+    prog = pc.compile(g)
+    params, batch = prog.init_params(0), random_batch(g, mlp_net.batch)
+    mem = {a: peak_bytes(lambda a=a: prog.grads(params, batch, algorithm=a)) for a in ("bp", "zil")}
+    extra = {
+        f"peak memory of one step on {mlp_net.name}": f"bp {mem['bp'] / 2**20:.2f} MiB, zil "
+        f"{mem['zil'] / 2**20:.2f} MiB (zil/bp {mem['zil'] / mem['bp']:.2f})",
+        "compile a 1,000-node graph (with bp and zil schedules)":
+            f"{compile_time(100 if args.smoke else 1000) * 1e3:.0f} ms",
+    }
+    header = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "threads": f"{benchmarks.THREADS} ({blas_threads()})",
+        "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "method": f"train step incl. SGD update, float32; medians of {repeats} interleaved "
+                  f"repeats after {warmup} warm-up rounds",
+    }
+    text = render(rows, extra, gemm_rate(256 if args.smoke else 1024), header)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

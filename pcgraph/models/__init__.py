@@ -1,0 +1,370 @@
+"""The model zoo: builders that return a ``pc.Graph`` for common architectures.
+
+Every builder takes keyword arguments only, all with defaults, and returns a graph with a float
+input ``"x"`` and an ``int64`` class-index target ``"y"`` whose loss is ``softmax_cross_entropy``,
+unless its docstring says otherwise.  Shapes are per example (the batch axis is implicit).
+Parameter names follow PyTorch's dotted style (``"layer1.0.conv1.W"``), weights use the layouts of
+``spec/conventions.md``, and ``spec/models.md`` documents each model.  ``MODELS`` maps names to
+builders, e.g. ``pc.models.MODELS["lenet"](classes=10)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+import pcgraph as pc
+from pcgraph.graph import Graph, Node
+
+ACTIVATIONS: dict[str, Callable[[Node], Node]] = {
+    "relu": pc.relu,
+    "tanh": pc.tanh,
+    "sigmoid": pc.sigmoid,
+    "gelu": pc.gelu,
+    "softplus": pc.softplus,
+    "leaky_relu": pc.leaky_relu,
+}
+
+
+def _activation(name: str) -> Callable[[Node], Node]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def _classify(g: Graph, logits: Node) -> Graph:
+    g.set_loss(pc.softmax_cross_entropy(logits, g.target("y", (), dtype="int64"), name="loss"))
+    return g
+
+
+def _linear(
+    g: Graph, x: Node, n_out: int, name: str, init: str = "glorot_uniform", bias: bool = True
+) -> Node:
+    """``x @ W + b`` on the last axis: W ``(in, out)``, b ``(out,)`` (if ``bias``)."""
+    h = x @ g.param(f"{name}.W", (x.shape[-1], n_out), init=init)
+    return h + g.param(f"{name}.b", (n_out,)) if bias else h
+
+
+def _conv(
+    g: Graph,
+    x: Node,
+    out: int,
+    kernel: int,
+    name: str,
+    stride: int = 1,
+    padding: int = 0,
+    bias: bool = True,
+) -> Node:
+    """conv2d with He-normal weights ``(out, in, k, k)`` and, if ``bias``, a ``(out, 1, 1)`` bias."""
+    w = g.param(f"{name}.W", (out, x.shape[0], kernel, kernel), init="he_normal")
+    h = pc.conv2d(x, w, stride=stride, padding=padding)
+    return h + g.param(f"{name}.b", (out, 1, 1)) if bias else h
+
+
+def _dropout(g: Graph, x: Node, p: float) -> Node:
+    """Dropout with the graph's ``"seed"`` input (created on first use); ``p == 0``: no node."""
+    if p <= 0:
+        return x
+    seed = g.node("seed") if "seed" in g.nx else g.input("seed", (), dtype="int64")
+    return pc.dropout(x, seed, p=p)
+
+
+# ------------------------------------------------------------------ dense and convolutional
+def mlp(*, sizes: Sequence[int] = (784, 256, 256, 10), activation: str = "relu") -> Graph:
+    """A multilayer perceptron: x ``(sizes[0],)`` -> logits ``(sizes[-1],)``.
+
+    Layers ``fc{i}`` are ``h @ W + b``; ``activation`` (a name in ``ACTIVATIONS``) follows every
+    layer but the last.
+    """
+    if len(sizes) < 2:
+        raise ValueError(f"mlp needs at least an input and an output size, got {tuple(sizes)}")
+    act = _activation(activation)
+    g = Graph("mlp")
+    h = g.input("x", (sizes[0],))
+    for i, n in enumerate(sizes[1:]):
+        last = i == len(sizes) - 2
+        h = _linear(g, h, n, f"fc{i}", init="glorot_uniform" if last else "he_normal")
+        if not last:
+            h = act(h)
+    return _classify(g, h)
+
+
+def lenet(
+    *,
+    in_shape: tuple[int, int, int] = (1, 28, 28),
+    classes: int = 10,
+    channels: tuple[int, int] = (16, 32),
+    kernel: int = 5,
+) -> Graph:
+    """LeNet-style CNN: x ``in_shape`` (C, H, W) -> logits ``(classes,)``.
+
+    conv(channels[0], kernel) - relu - max_pool 2 - conv(channels[1], kernel) - relu - max_pool 2
+    - flatten - linear; on 1x28x28 that is 16x24x24, 16x12x12, 32x8x8, 32x4x4, 512 -> 10, the
+    layers of PyTorch's usual MNIST LeNet.
+    """
+    g = Graph("lenet")
+    h = g.input("x", in_shape)
+    for i, c in enumerate(channels):
+        h = pc.max_pool2d(pc.relu(_conv(g, h, c, kernel, f"conv{i + 1}")), 2)
+    return _classify(g, _linear(g, pc.flatten(h), classes, "fc"))
+
+
+def alexnet_small(
+    *,
+    in_shape: tuple[int, int, int] = (3, 32, 32),
+    classes: int = 10,
+    channels: Sequence[int] = (64, 192, 384, 256, 256),
+    hidden: Sequence[int] = (512, 512),
+    dropout: float = 0.0,
+) -> Graph:
+    """A small AlexNet-style CNN for CIFAR-sized images: x ``in_shape`` -> logits ``(classes,)``.
+
+    Five 3x3 convolutions (padding 1) with ReLU; AlexNet's overlapping max pooling (kernel 3,
+    stride 2, padding 1) after the first, second and fifth; then ReLU linear layers ``hidden``
+    and a classifier.  On 3x32x32: 64x16x16, 192x8x8, 384x8x8, 256x8x8, 256x4x4, 4096 -> 512 ->
+    512 -> 10.  ``dropout > 0`` adds dropout before each hidden linear layer and an ``int64``
+    input ``"seed"`` (per example, shape ``()``; feed a new value each step, -1 to evaluate).
+    """
+    if len(channels) != 5:
+        raise ValueError(f"alexnet_small needs five conv widths, got {tuple(channels)}")
+    g = Graph("alexnet_small")
+    h = g.input("x", in_shape)
+    for i, c in enumerate(channels):
+        h = pc.relu(_conv(g, h, c, 3, f"features.{i}", padding=1))
+        if i in (0, 1, 4):
+            h = pc.max_pool2d(h, 3, stride=2, padding=1)
+    h = pc.flatten(h)
+    for i, n in enumerate(hidden):
+        h = pc.relu(_linear(g, _dropout(g, h, dropout), n, f"classifier.{i}", init="he_normal"))
+    return _classify(g, _linear(g, h, classes, "classifier.out"))
+
+
+# ------------------------------------------------------------------ recurrent
+def rnn_many_to_one(*, T: int = 28, D: int = 28, H: int = 128, classes: int = 10) -> Graph:
+    """An Elman RNN unrolled over ``T`` steps, read at the last: x ``(T, D)`` -> ``(classes,)``.
+
+    ``h_t = tanh(x[t] @ Wx + h_{t-1} @ Wh + b)`` with ``h_0 = tanh(x[0] @ Wx + b)``; the same
+    ``rnn.Wx (D, H)``, ``rnn.Wh (H, H)``, ``rnn.b (H,)`` at every step; logits ``h_T @ W + b``.
+    (Row-by-row MNIST by default: T = D = 28.)
+    """
+    g = Graph("rnn_many_to_one")
+    x = g.input("x", (T, D))
+    wx = g.param("rnn.Wx", (D, H))
+    wh = g.param("rnn.Wh", (H, H), init="orthogonal")
+    b = g.param("rnn.b", (H,))
+    h = pc.tanh(x[0] @ wx + b)
+    for t in range(1, T):
+        h = pc.tanh(x[t] @ wx + h @ wh + b)
+    return _classify(g, _linear(g, h, classes, "fc"))
+
+
+def _lstm_bias(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    # Gates are ordered (input, forget, cell, output); a forget bias of 1 keeps early memory.
+    b = np.zeros(shape)
+    h = shape[0] // 4
+    b[h : 2 * h] = 1.0
+    return b
+
+
+def lstm_many_to_one(*, T: int = 28, D: int = 28, H: int = 128, classes: int = 10) -> Graph:
+    """An LSTM unrolled over ``T`` steps, read at the last: x ``(T, D)`` -> ``(classes,)``.
+
+    ``z = x[t] @ Wx + h @ Wh + b`` (``Wx (D, 4H)``, ``Wh (H, 4H)``, ``b (4H,)``, shared over
+    time) is split into gates i, f, g, o (PyTorch's order): ``c = sigmoid(f) * c +
+    sigmoid(i) * tanh(g)``, ``h = sigmoid(o) * tanh(c)``, from ``h = c = 0``; the forget bias
+    starts at 1.
+    """
+    g = Graph("lstm_many_to_one")
+    x = g.input("x", (T, D))
+    wx = g.param("lstm.Wx", (D, 4 * H))
+    wh = g.param("lstm.Wh", (H, 4 * H))
+    b = g.param("lstm.b", (4 * H,), init=_lstm_bias)
+    h = c = None
+    for t in range(T):
+        z = x[t] @ wx + b if h is None else x[t] @ wx + h @ wh + b
+        i, f, cand, o = pc.split(z, 4)
+        new = pc.sigmoid(i) * pc.tanh(cand)
+        c = new if c is None else pc.sigmoid(f) * c + new
+        h = pc.sigmoid(o) * pc.tanh(c)
+    return _classify(g, _linear(g, h, classes, "fc"))
+
+
+# ------------------------------------------------------------------ residual
+def _norm(g: Graph, x: Node, name: str, norm: str | None) -> Node:
+    """batch_norm with a per-channel affine ``gamma, beta (C, 1, 1)``, or nothing."""
+    if norm is None:
+        return x
+    c = x.shape[0]
+    gamma = g.param(f"{name}.gamma", (c, 1, 1), init="ones")
+    return pc.batch_norm(x) * gamma + g.param(f"{name}.beta", (c, 1, 1))
+
+
+def _basic_block(g: Graph, x: Node, width: int, stride: int, name: str, norm: str | None) -> Node:
+    bias = norm is None  # a bias before batch_norm is cancelled by its mean
+    h = _conv(g, x, width, 3, f"{name}.conv1", stride=stride, padding=1, bias=bias)
+    h = pc.relu(_norm(g, h, f"{name}.bn1", norm))
+    h = _conv(g, h, width, 3, f"{name}.conv2", padding=1, bias=bias)
+    h = _norm(g, h, f"{name}.bn2", norm)
+    if stride != 1 or x.shape[0] != width:  # projection shortcut on a change of shape
+        x = _conv(g, x, width, 1, f"{name}.shortcut", stride=stride, bias=bias)
+        x = _norm(g, x, f"{name}.shortcut_bn", norm)
+    return pc.relu(h + x)
+
+
+def resnet(
+    *,
+    blocks: Sequence[int] = (2, 2, 2, 2),
+    widths: Sequence[int] = (64, 128, 256, 512),
+    in_shape: tuple[int, int, int] = (3, 32, 32),
+    classes: int = 10,
+    norm: str | None = "batch",
+) -> Graph:
+    """A CIFAR-style ResNet of basic blocks: x ``in_shape`` -> logits ``(classes,)``.
+
+    Stem: 3x3 conv to ``widths[0]``, norm, relu.  Stage ``s`` has ``blocks[s]`` basic blocks of
+    width ``widths[s]`` (conv3x3-norm-relu-conv3x3-norm, plus the shortcut, then relu); the first
+    block of every stage after the first has stride 2, and a shortcut whose shape changes is a
+    1x1 conv (+ norm).  Then global average pooling and a linear classifier.
+    ``norm="batch"``: training-mode ``batch_norm`` with a learnt per-channel scale and shift
+    (statistics of the batch at hand, also at evaluation; the convs before it have no bias);
+    ``norm=None``: no normalisation, biased convs.
+    """
+    if norm not in (None, "batch"):
+        raise ValueError(f'norm must be None or "batch", got {norm!r}')
+    if len(blocks) != len(widths):
+        raise ValueError(f"blocks {tuple(blocks)} and widths {tuple(widths)} differ in length")
+    g = Graph("resnet")
+    h = _conv(g, g.input("x", in_shape), widths[0], 3, "conv1", padding=1, bias=norm is None)
+    h = pc.relu(_norm(g, h, "bn1", norm))
+    for s, (n, w) in enumerate(zip(blocks, widths)):
+        for i in range(n):
+            stride = 2 if s > 0 and i == 0 else 1
+            h = _basic_block(g, h, w, stride, f"layer{s + 1}.{i}", norm)
+    return _classify(g, _linear(g, pc.global_avg_pool(h), classes, "fc"))
+
+
+def resnet18(
+    *, in_shape: tuple[int, int, int] = (3, 32, 32), classes: int = 10, norm: str | None = "batch"
+) -> Graph:
+    """ResNet-18 for CIFAR (3x3 stem, no stem pooling): ``resnet((2, 2, 2, 2), (64, ..., 512))``."""
+    return resnet(
+        blocks=(2, 2, 2, 2),
+        widths=(64, 128, 256, 512),
+        in_shape=in_shape,
+        classes=classes,
+        norm=norm,
+    )
+
+
+# ------------------------------------------------------------------ attention
+def _layer_norm(g: Graph, x: Node, name: str) -> Node:
+    d = x.shape[-1]
+    gamma = g.param(f"{name}.gamma", (d,), init="ones")
+    return pc.layer_norm(x) * gamma + g.param(f"{name}.beta", (d,))
+
+
+def _self_attention(g: Graph, x: Node, heads: int, name: str) -> Node:
+    """Multi-head self-attention of ``x (T, d)``: heads as a leading axis ``(heads, T, d/heads)``."""
+    t, d = x.shape
+    dk = d // heads
+
+    def split_heads(z: Node) -> Node:
+        return pc.transpose(pc.reshape(z, (t, heads, dk)), (1, 0, 2))
+
+    # No key bias: it adds q . b to every score of a query, which softmax cancels (zero gradient).
+    q, k, v = (split_heads(_linear(g, x, d, f"{name}.{p}", bias=p != "k")) for p in ("q", "k", "v"))
+    scores = (q @ pc.transpose(k, (0, 2, 1))) * (1.0 / math.sqrt(dk))
+    o = pc.softmax(scores, axis=-1) @ v  # (heads, T, dk)
+    o = pc.reshape(pc.transpose(o, (1, 0, 2)), (t, d))
+    return _linear(g, o, d, f"{name}.out")
+
+
+def transformer_encoder(
+    *,
+    T: int = 16,
+    d_model: int = 64,
+    heads: int = 4,
+    layers: int = 1,
+    classes: int = 10,
+    d_ff: int | None = None,
+    vocab: int | None = None,
+) -> Graph:
+    """A pre-norm Transformer encoder classifier: x ``(T, d_model)`` -> logits ``(classes,)``.
+
+    With ``vocab``, ``"x"`` is instead ``int64`` tokens ``(T,)`` looked up in ``embed.E
+    (vocab, d_model)``.  A learnt position table ``pos (T, d_model)`` is added; each layer is
+    ``h = h + attn(ln1(h))``, ``h = h + W2 gelu(W1 ln2(h))`` (``d_ff`` default ``4 * d_model``);
+    then a final layer norm, the mean over time and a linear classifier.
+    """
+    if d_model % heads:
+        raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
+    d_ff = 4 * d_model if d_ff is None else d_ff
+    g = Graph("transformer_encoder")
+    if vocab is None:
+        h = g.input("x", (T, d_model))
+    else:
+        tokens = g.input("x", (T,), dtype="int64")
+        h = pc.embedding(tokens, g.param("embed.E", (vocab, d_model), init="normal"))
+    h = h + g.param("pos", (T, d_model), init="normal")
+    for i in range(layers):
+        name = f"layers.{i}"
+        h = h + _self_attention(g, _layer_norm(g, h, f"{name}.ln1"), heads, f"{name}.attn")
+        m = pc.gelu(_linear(g, _layer_norm(g, h, f"{name}.ln2"), d_ff, f"{name}.ff1"))
+        h = h + _linear(g, m, d_model, f"{name}.ff2")
+    h = pc.mean(_layer_norm(g, h, "ln_f"), axis=0)
+    return _classify(g, _linear(g, h, classes, "head"))
+
+
+# ------------------------------------------------------------------ generative
+def autoencoder(
+    *, in_shape: tuple[int, int, int] = (1, 28, 28), channels: tuple[int, int] = (16, 32)
+) -> Graph:
+    """A convolutional autoencoder: x ``in_shape`` -> reconstruction ``in_shape``; mse loss
+    against a **float** target ``"y"`` of the input's shape (feed ``y = x`` to reconstruct).
+
+    Encoder: two 3x3 stride-2 convs (padding 1) with ReLU: 1x28x28 -> 16x14x14 -> 32x7x7.
+    Decoder: two 3x3 stride-2 transposed convs (padding 1, output_padding 1): -> 16x14x14 ->
+    1x28x28, ReLU between, sigmoid at the end (data in [0, 1]).  H and W must be multiples of
+    ``2 ** len(channels)``.
+    """
+    c, hh, ww = in_shape
+    step = 2 ** len(channels)  # each encoder conv halves H and W
+    if hh % step or ww % step:
+        raise ValueError(f"autoencoder needs H and W divisible by {step}, got {in_shape}")
+    g = Graph("autoencoder")
+    h = g.input("x", in_shape)
+    for i, ch in enumerate(channels):
+        h = pc.relu(_conv(g, h, ch, 3, f"enc{i + 1}", stride=2, padding=1))
+    outs = tuple(reversed(channels[:-1])) + (c,)
+    for i, ch in enumerate(outs):
+        w = g.param(f"dec{i + 1}.W", (h.shape[0], ch, 3, 3), init="he_normal")
+        h = pc.conv_transpose2d(h, w, stride=2, padding=1, output_padding=1)
+        h = h + g.param(f"dec{i + 1}.b", (ch, 1, 1))
+        h = pc.sigmoid(h) if i == len(outs) - 1 else pc.relu(h)
+    g.set_loss(pc.mse(h, g.target("y", in_shape), name="loss"))
+    return g
+
+
+MODELS: dict[str, Callable[..., Graph]] = {
+    "mlp": mlp,
+    "lenet": lenet,
+    "alexnet_small": alexnet_small,
+    "rnn_many_to_one": rnn_many_to_one,
+    "lstm_many_to_one": lstm_many_to_one,
+    "resnet": resnet,
+    "resnet18": resnet18,
+    "transformer_encoder": transformer_encoder,
+    "autoencoder": autoencoder,
+}
+
+__all__ = ["MODELS", "ACTIVATIONS", "build", *MODELS]
+
+
+def build(name: str, **kwargs: Any) -> Graph:
+    """``MODELS[name](**kwargs)`` with an error naming the known models."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)
