@@ -148,7 +148,9 @@ def _kernel(xp: Any, c: Compiled, step: Any, dtype: Any) -> Callable[[dict, int]
             n = _sq_norm(xp, [state["x"][p] for p in pre]) + eps
             scale = alpha * n / (1.0 + alpha * n)
             e = state["e"][node]
-            state["e"][node] = e * xp.reshape(scale, (batch,) + (1,) * (e.ndim - 1))
+            if pre:  # a per-example scale, else one number (no presynaptic activity: n = eps)
+                scale = xp.reshape(scale, (batch,) + (1,) * (e.ndim - 1))
+            state["e"][node] = e * scale
 
         return run_prox
     if kind is Normalise:

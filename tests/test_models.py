@@ -105,3 +105,36 @@ def test_zoo_gradients_are_the_same_under_array_api_strict(key: str) -> None:
     }
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def _divergence(a: dict, b: dict) -> float:
+    out = 0.0
+    for k in b:
+        gap = float(np.max(np.abs(pc.to_numpy(a[k]) - pc.to_numpy(b[k]))))
+        if gap > 1e-15:
+            out = max(out, gap / max(float(np.max(np.abs(pc.to_numpy(b[k])))), 1e-6))
+    return out
+
+
+@pytest.mark.parametrize("key", SMALL)
+def test_zil_and_fpa_equal_backprop_on_every_model(key: str) -> None:
+    g = _build(key)
+    prog = pc.compile(g, dtype="float64")
+    params, batch = prog.init_params(2), batch_for(g, B=3, seed=1)
+    bp = prog.grads(params, batch, algorithm="bp")
+    assert _divergence(prog.grads(params, batch, algorithm="zil"), bp) <= 1e-12
+    assert _divergence(prog.grads(params, batch, algorithm="fpa"), bp) <= 1e-12
+
+
+@pytest.mark.parametrize("key", [k for k in SMALL if k != "resnet18"])
+def test_every_algorithm_trains_every_model(key: str) -> None:
+    g = _build(key)
+    prog = pc.compile(g, dtype="float32")
+    batch = batch_for(g, B=3, seed=1)
+    for algorithm, options in (("bp", {}), ("zil", {}), ("fpa", {}), ("il", {"steps": 3}),
+                               ("il-prox", {"steps": 3}), ("zil", {"levelling": "identity"})):
+        params = prog.init_params(0)
+        loss = prog.train_step(params, batch, algorithm=algorithm,
+                               optimizer=pc.optim.SGD(lr=0.01), **options)
+        assert np.isfinite(loss)
+        assert all(np.all(np.isfinite(pc.to_numpy(v))) for v in params.values())
