@@ -22,3 +22,8 @@ test: lint
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# Benchmarks race PyTorch's CPU build (a benchmark-only dependency, never the library's).
+bench: $(VENV)/.installed
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m benchmarks

@@ -55,10 +55,16 @@ def networks(smoke: bool) -> list[Network]:
         Network("mlp 784-256-256-10 b64", _mlp, 64),
         Network("mlp 784-256-256-10 b256", _mlp, 256),
         Network("lenet 1x28x28 b64", lambda: models.lenet(), 64),
-        Network("rnn T28 D28 H128 b64",
-                lambda: models.rnn_many_to_one(T=28, D=28, H=128, classes=10), 64),
-        Network("transformer T16 d64 h4 b32",
-                lambda: models.transformer_encoder(T=16, d_model=64, heads=4, layers=1), 32),
+        Network(
+            "rnn T28 D28 H128 b64",
+            lambda: models.rnn_many_to_one(T=28, D=28, H=128, classes=10),
+            64,
+        ),
+        Network(
+            "transformer T16 d64 h4 b32",
+            lambda: models.transformer_encoder(T=16, d_model=64, heads=4, layers=1),
+            32,
+        ),
     ]
 
 
@@ -166,8 +172,9 @@ def bench_network(net: Network, repeats: int, warmup: int, torch_ok: bool) -> li
     fns: dict[str, Callable[[], Any]] = {}
     for algo, opts in ALGORITHMS.items():
         opt = pc.optim.SGD(lr=1e-3)
-        fns[algo] = lambda a=algo, o=opts, s=opt: prog.train_step(params, batch, algorithm=a,
-                                                                  optimizer=s, **o)
+        fns[algo] = lambda a=algo, o=opts, s=opt: prog.train_step(
+            params, batch, algorithm=a, optimizer=s, **o
+        )
     if torch_ok:
         from benchmarks.torch_peer import TorchPeer
 
@@ -189,9 +196,14 @@ def bench_network(net: Network, repeats: int, warmup: int, torch_ok: bool) -> li
     if "torch" in medians:
         rows.append({"network": net.name, "algorithm": "pytorch", "ms": medians["torch"] * 1e3})
     if "numpy" in medians:
-        rows.append({"network": net.name, "algorithm": "numpy (hand)", "ms": medians["numpy"] * 1e3,
-                     **({"vs torch": medians["numpy"] / medians["torch"]}
-                        if "torch" in medians else {})})
+        rows.append(
+            {
+                "network": net.name,
+                "algorithm": "numpy (hand)",
+                "ms": medians["numpy"] * 1e3,
+                **({"vs torch": medians["numpy"] / medians["torch"]} if "torch" in medians else {}),
+            }
+        )
         sizes = tuple(int(s) for s in net.name.split()[1].split("-"))
         rows[0]["gemm"] = mlp_flops(sizes, net.batch) / medians["bp"]
     rows[0]["zil/bp"] = medians["zil"] / medians["bp"]
@@ -222,16 +234,22 @@ def render(rows: list[dict], extra: dict[str, str], gemm: float, header: dict[st
     lines = ["# pcgraph benchmarks", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
     lines += [f"- float32 GEMM (1024^2): {gemm / 1e9:.0f} GFLOP/s", ""]
-    lines += ["| network | algorithm | ms/step (median) | / PyTorch | / hand NumPy | GEMM rate "
-              "| zil / bp |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| network | algorithm | ms/step (median) | / PyTorch | / hand NumPy | GEMM rate "
+        "| zil / bp |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
+
         def fmt(key: str, spec: str) -> str:
             return format(r[key], spec) if key in r else ""
 
         gem = f"{r['gemm'] / gemm:.0%}" if "gemm" in r else ""
-        lines.append(f"| {r['network']} | {r['algorithm']} | {r['ms']:.3f} | "
-                     f"{fmt('vs torch', '.2f')} | {fmt('vs numpy', '.2f')} | {gem} | "
-                     f"{fmt('zil/bp', '.3f')} |")
+        lines.append(
+            f"| {r['network']} | {r['algorithm']} | {r['ms']:.3f} | "
+            f"{fmt('vs torch', '.2f')} | {fmt('vs numpy', '.2f')} | {gem} | "
+            f"{fmt('zil/bp', '.3f')} |"
+        )
     lines += [""] + [f"- {k}: {v}" for k, v in extra.items()] + [""]
     return "\n".join(lines)
 
@@ -261,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = {
         f"peak memory of one step on {mlp_net.name}": f"bp {mem['bp'] / 2**20:.2f} MiB, zil "
         f"{mem['zil'] / 2**20:.2f} MiB (zil/bp {mem['zil'] / mem['bp']:.2f})",
-        "compile a 1,000-node graph (with bp and zil schedules)":
-            f"{compile_time(100 if args.smoke else 1000) * 1e3:.0f} ms",
+        "compile a 1,000-node graph (with bp and zil schedules)": f"{compile_time(100 if args.smoke else 1000) * 1e3:.0f} ms",
     }
     header = {
         "date": datetime.date.today().isoformat(),
@@ -270,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": f"{benchmarks.THREADS} ({blas_threads()})",
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
         "method": f"train step incl. SGD update, float32; medians of {repeats} interleaved "
-                  f"repeats after {warmup} warm-up rounds",
+        f"repeats after {warmup} warm-up rounds",
     }
     text = render(rows, extra, gemm_rate(256 if args.smoke else 1024), header)
     Path(args.out).write_text(text)

@@ -18,55 +18,67 @@ def _torch() -> Any:
     return torch
 
 
-def _shift(axis: Any, lead: int) -> Any:
-    return tuple(a + lead for a in axis) if isinstance(axis, tuple) else axis + lead
-
-
 def torch_rules() -> dict:
-    """op name -> f(args, lowered attrs) on torch tensors."""
+    """op name -> f(*tensors, lead=..., **canonical per-example attrs) on torch tensors."""
     torch = _torch()
     F = torch.nn.functional
 
-    def sce(z: Any, y: Any) -> Any:
-        if y.dtype == torch.int64:
-            logp = F.log_softmax(z, dim=-1)
-            return -torch.gather(logp, -1, y.unsqueeze(-1)).reshape(z.shape[0], -1).sum(1)
-        return -(y * F.log_softmax(z, dim=-1)).reshape(z.shape[0], -1).sum(1)
+    def ax(a: Any, lead: int) -> Any:
+        return tuple(i + lead for i in a) if isinstance(a, tuple) else a + lead
 
-    rules = {
-        "add": lambda a, b: a + b,
-        "sub": lambda a, b: a - b,
-        "mul": lambda a, b: a * b,
-        "div": lambda a, b: a / b,
-        "neg": lambda a: -a,
-        "relu": torch.relu,
-        "tanh": torch.tanh,
-        "sigmoid": torch.sigmoid,
-        "exp": torch.exp,
-        "log": torch.log,
-        "identity": lambda a: a,
-        "matmul": torch.matmul,
-        "sum": lambda a, axis, keepdims: a.sum(dim=axis, keepdim=keepdims),
-        "mean": lambda a, axis, keepdims: a.mean(dim=axis, keepdim=keepdims),
-        "softmax": lambda a, axis: torch.softmax(a, dim=axis),
-        "reshape": lambda a, shape, lead: a.reshape(tuple(a.shape[:lead]) + shape),
-        "transpose": lambda a, axes: a.permute(*axes),
-        "index": lambda a, i, lead: a[(slice(None),) * lead + (i,)],
-        "slice": lambda a, start, stop, step, lead: a[(slice(None),) * lead
-                                                      + (slice(start, stop, step),)],
-        "concat": lambda *xs, axis: torch.cat(xs, dim=axis),
-        "mse": lambda p, y: 0.5 * ((p - y) ** 2).reshape(p.shape[0], -1).sum(1),
+    def sce(z: Any, y: Any, lead: int) -> Any:
+        logp = F.log_softmax(z, dim=-1)
+        if y.dtype == torch.int64:
+            picked = torch.gather(logp, -1, y.unsqueeze(-1))
+            return -picked.reshape(z.shape[0], -1).sum(1)
+        return -(y * logp).reshape(z.shape[0], -1).sum(1)
+
+    def layer_norm(x: Any, lead: int, axis: tuple, eps: float) -> Any:
+        dims = ax(axis, lead)
+        if dims != tuple(range(x.ndim - len(dims), x.ndim)):
+            raise NotImplementedError("layer_norm over non-trailing axes")
+        return F.layer_norm(x, x.shape[x.ndim - len(dims) :], eps=eps)
+
+    def take(x: Any, lead: int, start: int, stop: int, step: int, axis: int = 0) -> Any:
+        key = (slice(None),) * (axis + lead) + (slice(start, stop, step),)
+        return x[key]
+
+    return {
+        "add": lambda a, b, lead: a + b,
+        "sub": lambda a, b, lead: a - b,
+        "mul": lambda a, b, lead: a * b,
+        "div": lambda a, b, lead: a / b,
+        "neg": lambda a, lead: -a,
+        "relu": lambda a, lead: torch.relu(a),
+        "tanh": lambda a, lead: torch.tanh(a),
+        "sigmoid": lambda a, lead: torch.sigmoid(a),
+        "exp": lambda a, lead: torch.exp(a),
+        "log": lambda a, lead: torch.log(a),
+        "gelu": lambda a, lead: F.gelu(a, approximate="tanh"),
+        "identity": lambda a, lead: a,
+        "matmul": lambda a, b, lead: torch.matmul(a, b),
+        "sum": lambda a, lead, axis, keepdims: a.sum(dim=ax(axis, lead), keepdim=keepdims),
+        "mean": lambda a, lead, axis, keepdims: a.mean(dim=ax(axis, lead), keepdim=keepdims),
+        "softmax": lambda a, lead, axis: torch.softmax(a, dim=axis + lead),
+        "reshape": lambda a, lead, shape: a.reshape(tuple(a.shape[:lead]) + shape),
+        "transpose": lambda a, lead, axes: a.permute(*range(lead), *ax(axes, lead)),
+        "index": lambda a, lead, i: a[(slice(None),) * lead + (i,)],
+        "slice": take,
+        "concat": lambda *xs, lead, axis: torch.cat(xs, dim=axis + lead),
+        "mse": lambda p, y, lead: 0.5 * ((p - y) ** 2).reshape(p.shape[0], -1).sum(1),
         "softmax_cross_entropy": sce,
-        "conv2d": lambda x, w, stride, padding, dilation, groups, **_: F.conv2d(
-            x, w, stride=stride, padding=padding, dilation=dilation, groups=groups),
-        "max_pool2d": lambda x, kernel, stride, padding, **_: F.max_pool2d(
-            x, kernel, stride=stride, padding=padding),
-        "avg_pool2d": lambda x, kernel, stride, padding, **_: F.avg_pool2d(
-            x, kernel, stride=stride, padding=padding),
-        "layer_norm": lambda x, axis, eps, **_: F.layer_norm(x, x.shape[-1:], eps=eps)
-        if axis in (-1, x.ndim - 1) else None,
+        "layer_norm": layer_norm,
+        "conv2d": lambda x, w, lead, stride, padding, dilation, groups: F.conv2d(
+            x, w, stride=stride, padding=padding, dilation=dilation, groups=groups
+        ),
+        "max_pool2d": lambda x, lead, kernel, stride, padding: F.max_pool2d(
+            x, kernel, stride=stride, padding=padding
+        ),
+        "avg_pool2d": lambda x, lead, kernel, stride, padding: F.avg_pool2d(
+            x, kernel, stride=stride, padding=padding
+        ),
+        "global_avg_pool": lambda x, lead: x.mean(dim=(-2, -1)),
     }
-    return rules
 
 
 class TorchPeer:
@@ -82,18 +94,26 @@ class TorchPeer:
             raise NotImplementedError(f"no PyTorch rule for {', '.join(missing)}")
         dtype = getattr(torch, program.dtype)
         self.dtype = dtype
-        self.params = {k: torch.tensor(np.asarray(v), dtype=dtype, requires_grad=True)
-                       for k, v in params.items()}
-        self.consts = {n: torch.tensor(np.asarray(s.value), dtype=dtype)
-                       for n, s in self.c.nodes.items() if s.kind == "const"}
+        self.params = {
+            k: torch.tensor(np.asarray(v), dtype=dtype, requires_grad=True)
+            for k, v in params.items()
+        }
+        self.consts = {
+            n: torch.tensor(np.asarray(s.value), dtype=dtype)
+            for n, s in self.c.nodes.items()
+            if s.kind == "const"
+        }
         self.opt = torch.optim.SGD(list(self.params.values()), lr=lr)
 
     def feed(self, batch: dict) -> dict:
         out = {}
         for k, v in batch.items():
             arr = np.asarray(v)
-            out[k] = self.torch.from_numpy(arr if arr.dtype.kind in "iu" else
-                                           arr.astype(np.dtype(str(self.dtype).split(".")[-1])))
+            out[k] = self.torch.from_numpy(
+                arr
+                if arr.dtype.kind in "iu"
+                else arr.astype(np.dtype(str(self.dtype).split(".")[-1]))
+            )
         return out
 
     def loss(self, feeds: dict) -> Any:
@@ -101,8 +121,9 @@ class TorchPeer:
         for name, spec in self.c.nodes.items():
             if spec.op is None:
                 continue
-            values[name] = self.rules[spec.op](*[values[o] for o in spec.operands],
-                                               **spec.lowered)
+            values[name] = self.rules[spec.op](
+                *[values[o] for o in spec.operands], lead=int(spec.batched), **spec.attrs
+            )
         return values[self.c.loss].mean()
 
     def step(self, feeds: dict) -> float:

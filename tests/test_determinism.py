@@ -23,8 +23,9 @@ def train(algorithm: str, reverse: bool) -> dict:
         batch = batch_for(g, B=4, seed=step)
         if reverse:
             batch = dict(reversed(list(batch.items())))
-        prog.train_step(params, batch, algorithm=algorithm, optimizer=opt,
-                        **OPTIONS.get(algorithm, {}))
+        prog.train_step(
+            params, batch, algorithm=algorithm, optimizer=opt, **OPTIONS.get(algorithm, {})
+        )
     return params
 
 

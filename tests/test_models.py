@@ -131,10 +131,17 @@ def test_every_algorithm_trains_every_model(key: str) -> None:
     g = _build(key)
     prog = pc.compile(g, dtype="float32")
     batch = batch_for(g, B=3, seed=1)
-    for algorithm, options in (("bp", {}), ("zil", {}), ("fpa", {}), ("il", {"steps": 3}),
-                               ("il-prox", {"steps": 3}), ("zil", {"levelling": "identity"})):
+    for algorithm, options in (
+        ("bp", {}),
+        ("zil", {}),
+        ("fpa", {}),
+        ("il", {"steps": 3}),
+        ("il-prox", {"steps": 3}),
+        ("zil", {"levelling": "identity"}),
+    ):
         params = prog.init_params(0)
-        loss = prog.train_step(params, batch, algorithm=algorithm,
-                               optimizer=pc.optim.SGD(lr=0.01), **options)
+        loss = prog.train_step(
+            params, batch, algorithm=algorithm, optimizer=pc.optim.SGD(lr=0.01), **options
+        )
         assert np.isfinite(loss)
         assert all(np.all(np.isfinite(pc.to_numpy(v))) for v in params.values())
