@@ -93,12 +93,10 @@ def _kernel(xp: Any, c: Compiled, step: Any, dtype: Any) -> Callable[[dict, int]
 
         return run_seed
     if kind is Relax:
-        node, mu = step.node, step.mu
+        node = step.node
 
         def run_relax(state: dict, batch: int) -> None:
-            drive = state["s"].pop(node)
-            state["x"][node] = state[mu][node] + drive
-            state["e"][node] = drive
+            state["e"][node] = state["s"].pop(node)
 
         return run_relax
     if kind is Update:

@@ -157,14 +157,14 @@ class Update:
 @dataclass(frozen=True)
 class Relax:
     """One rate-1 inference step of a value node whose error is zero (Z-IL's C1 and C3), in
-    closed form: ``x = mu + s`` and ``e = x - mu = s``.  Taking ``e = s`` directly avoids the
-    cancellation of ``(mu + s) - mu`` when ``|s| << |mu|`` (it costs float32 digits)."""
+    closed form: ``x = mu + s`` gives ``e = x - mu = s``.  Only the error is stored: no later
+    step reads ``x``, which stays implied as ``mu + e`` (materialising it cost a pass over every
+    activation, and computing ``(mu + s) - mu`` would cost float32 digits when ``|s| << |mu|``)."""
 
     node: str
-    mu: str = "ff"
 
     def __str__(self) -> str:
-        return f"x[{self.node}] = {self.mu}[{self.node}] + s[{self.node}];  e[{self.node}] = s[{self.node}]"
+        return f"e[{self.node}] = s[{self.node}]  (x[{self.node}] = mu + s)"
 
 
 @dataclass(frozen=True)

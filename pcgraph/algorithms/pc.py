@@ -190,7 +190,7 @@ def wavefront_sections(c: Compiled, st: PCStructure) -> tuple[Section, ...]:
         steps += increment_steps(st, c, st.at_level(t) + ([st.loss] if t == 0 else []), "ff")
         wave = [v for v in st.values if st.level[v] == t + 1]
         steps += drive_steps(st, c, wave, "ff")
-        steps += [Relax(v, "ff") for v in wave]
+        steps += [Relax(v) for v in wave]
         sections.append(
             Section(
                 f"inference t={t} (increments of level {t}"
