@@ -498,7 +498,7 @@ def _canon_index(attrs: dict, shapes: list) -> dict:
 
 
 def _index_key(lead: int, i: Any) -> tuple:
-    return (slice(None),) * lead + (i,)
+    return (slice(None),) * lead + (i, ...)
 
 
 register(
@@ -537,7 +537,7 @@ def _canon_slice(attrs: dict, shapes: list) -> dict:
 
 
 def _slice_key(lead: int, start: int, stop: int, step: int) -> tuple:
-    return (slice(None),) * lead + (slice(start, stop, step),)
+    return (slice(None),) * lead + (slice(start, stop, step), ...)
 
 
 register(
@@ -579,7 +579,7 @@ def _concat_shape(shapes: list, batched: list, axis: int) -> Shape:
 
 def _concat_vjp(xp: Any, i: int, g: Any, out: Any, xs: list, axis: int) -> Any:
     start = sum(x.shape[axis] for x in xs[:i])
-    key = (slice(None),) * axis + (slice(start, start + xs[i].shape[axis]),)
+    key = (slice(None),) * axis + (slice(start, start + xs[i].shape[axis]), ...)
     return g[key]
 
 
