@@ -128,6 +128,23 @@ GRAPHS: dict[str, Any] = {
 }
 
 
+# Options an algorithm needs when ``grads`` is called directly (``train_step`` supplies them).
+ALGORITHM_OPTIONS: dict[str, dict[str, Any]] = {"il-prox": {"alpha": 0.05}}
+
+
+def all_graphs() -> dict[str, Any]:
+    """``GRAPHS`` plus the small configurations of the model zoo (``tests/test_models.py``)
+    where the zoo exists, so cross-backend checks cover every zoo model too."""
+    out = dict(GRAPHS)
+    try:
+        from test_models import SMALL, _build  # imported late: test_models imports this module
+    except ImportError:
+        return out
+    # resnet18 keeps its full widths (11M parameters): too slow for a NumPy reference per case.
+    out.update({f"zoo-{k}": (lambda k=k: _build(k)) for k in SMALL if k != "resnet18"})
+    return out
+
+
 def batch_for(g: pc.Graph, B: int = 4, seed: int = 0, classes: int = 3) -> dict:
     """A random batch for the inputs and targets of ``g``."""
     rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import CUPY, GRAPHS, batch_for, rel_err
+from helpers import ALGORITHM_OPTIONS, CUPY, GRAPHS, all_graphs, batch_for, rel_err
 from pcgraph.backends import cupy_backend
 from pcgraph.backends.namespace import array_namespace
 from test_ops import CASES, _operands
@@ -24,6 +24,8 @@ from pcgraph.ops import OPS, Example
 
 # Every registered algorithm is compared, so one added to the registry is covered automatically.
 ALGORITHMS_TO_COMPARE = sorted(ALGORITHMS)
+# The test graphs and, where pcgraph.models exists, small configurations of every zoo model.
+ALL_GRAPHS = all_graphs()
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}  # relative to the largest magnitude
 
 # What NumPy 2.x added to its main namespace; CuPy 13 mirrors NumPy 1.x and has none of them.
@@ -255,20 +257,21 @@ def gpu(request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("algorithm", ALGORITHMS_TO_COMPARE)
-@pytest.mark.parametrize("name", GRAPHS)
+@pytest.mark.parametrize("name", ALL_GRAPHS)
 def test_gpu_gradients_and_loss_match_numpy(
     gpu: str, name: str, algorithm: str, dtype: str
 ) -> None:
-    g = GRAPHS[name]()
+    g = ALL_GRAPHS[name]()
     ref, prog = pc.compile(g, backend="numpy", dtype=dtype), pc.compile(g, backend=gpu, dtype=dtype)
+    options = ALGORITHM_OPTIONS.get(algorithm, {})
     batch = batch_for(g, B=8)
     host, params = ref.init_params(seed=3), prog.init_params(seed=3)
     assert all(prog.backend.is_native(p) for p in params.values())
     try:
-        expected = ref.grads(host, batch, algorithm=algorithm)
+        expected = ref.grads(host, batch, algorithm=algorithm, **options)
     except pc.PCGraphError as e:
         pytest.skip(f"{algorithm} does not run on {name} even on NumPy: {e}")
-    grads = pc.to_numpy(prog.grads(params, batch, algorithm=algorithm))
+    grads = pc.to_numpy(prog.grads(params, batch, algorithm=algorithm, **options))
     tol = TOLERANCE[dtype]
     for p in expected:
         assert grads[p].dtype == expected[p].dtype

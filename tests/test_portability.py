@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import GRAPHS, batch_for, rel_err
+from helpers import ALGORITHM_OPTIONS, GRAPHS, all_graphs, batch_for, rel_err
 from test_ops import CASES, _operands
 
 import pcgraph as pc
@@ -87,17 +87,15 @@ def test_op_rules_use_only_the_namespace_handed_in(
     name: str, index: int, example: Example, dtype: str, device_like: HostReads
 ) -> None:
     """Every op in ``OPS`` (new ones included): forward and each VJP under ``array_api_strict``
-    agree with NumPy (float64: 1e-12; float32: 1e-4 relative) and keep the float dtype."""
+    agree with NumPy in the same dtype (float64: 1e-12; float32: 1e-4 relative) and keep it."""
     op = OPS[name]
     rng = np.random.default_rng(index)
     node, xs, dtypes = _operands(op, example, rng)
+    xs = [np.asarray(x, dtype="int64" if d == "int64" else dtype) for x, d in zip(xs, dtypes)]
     lowered = op.lowered(node["attrs"], 1 if node["batched"] else 0)
-    g = rng.standard_normal(op.forward(np, xs, **lowered).shape)
+    g = rng.standard_normal(op.forward(np, xs, **lowered).shape).astype(dtype)
     ref_out, ref_cots = _run_rules(np, op, xs, g, dtypes, lowered)
-
-    to_strict = lambda a, d: xps.asarray(np.asarray(a, dtype="int64" if d == "int64" else dtype))  # noqa: E731
-    strict = [to_strict(x, d) for x, d in zip(xs, dtypes)]
-    out, cots = _run_rules(xps, op, strict, to_strict(g, dtype), dtypes, lowered)
+    out, cots = _run_rules(xps, op, [xps.asarray(x) for x in xs], xps.asarray(g), dtypes, lowered)
 
     tol = 1e-12 if dtype == "float64" else 1e-4
     assert out.dtype == getattr(xps, dtype), f"forward gives {out.dtype} from {dtype} operands"
@@ -114,8 +112,11 @@ def test_op_rules_use_only_the_namespace_handed_in(
 
 
 # ------------------------------------------------------------------ whole graphs
+ALL_GRAPHS = all_graphs()  # the test graphs and the model zoo's small configurations
+
+
 def _pair(name: str, dtype: str = "float64") -> tuple[pc.Program, pc.Program, dict]:
-    g = GRAPHS[name]()
+    g = ALL_GRAPHS[name]()
     return (
         pc.compile(g, backend="numpy", dtype=dtype),
         pc.compile(g, backend=STRICT, dtype=dtype),
@@ -124,21 +125,22 @@ def _pair(name: str, dtype: str = "float64") -> tuple[pc.Program, pc.Program, di
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
-@pytest.mark.parametrize("name", GRAPHS)
+@pytest.mark.parametrize("name", ALL_GRAPHS)
 def test_whole_graph_gradients_match_numpy(
     name: str, algorithm: str, device_like: HostReads
 ) -> None:
-    """Forward and backward of every test graph, for every algorithm, under the strict namespace
-    equal NumPy to 1e-12 in float64, with no scalar read-backs (``grads`` never syncs)."""
+    """Forward and backward of every test graph and zoo model, for every algorithm, equal NumPy
+    to 1e-12 in float64 under the strict namespace, and ``grads`` reads no scalar back."""
     ref, prog, batch = _pair(name)
+    options = ALGORITHM_OPTIONS.get(algorithm, {})
     params = prog.init_params(seed=1)
     assert all(type(p) is Array for p in params.values()), "init_params returns backend arrays"
     try:
-        expected = ref.grads(ref.init_params(seed=1), batch, algorithm=algorithm)
+        expected = ref.grads(ref.init_params(seed=1), batch, algorithm=algorithm, **options)
     except pc.PCGraphError as e:
         pytest.skip(f"{algorithm} does not run on {name} even on NumPy: {e}")
     reads_before = len(device_like)
-    grads = prog.grads(params, batch, algorithm=algorithm)
+    grads = prog.grads(params, batch, algorithm=algorithm, **options)
     assert len(device_like) == reads_before, f"grads read back scalars: {device_like.calls}"
     assert set(grads) == set(expected)
     for p in expected:
@@ -161,21 +163,22 @@ def test_loss_and_evaluate_match_numpy(name: str, device_like: HostReads) -> Non
     assert prog.loss(host, batch) == pytest.approx(ref.loss(host, batch), rel=1e-12)
 
 
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 @pytest.mark.parametrize(
     "make_optimizer",
     [lambda: pc.optim.SGD(lr=0.1, momentum=0.9, nesterov=True), lambda: pc.optim.Adam(lr=0.01)],
     ids=["sgd-nesterov", "adam"],
 )
 def test_train_step_follows_numpy_and_keeps_backend_arrays(
-    make_optimizer: Any, device_like: HostReads
+    make_optimizer: Any, algorithm: str, device_like: HostReads
 ) -> None:
     ref, prog, batch = _pair("residual")
     host, params = ref.init_params(seed=0), prog.init_params(seed=0)
     opt_ref, opt = make_optimizer(), make_optimizer()
     for _ in range(3):
-        expected = ref.train_step(host, batch, optimizer=opt_ref)
+        expected = ref.train_step(host, batch, algorithm=algorithm, optimizer=opt_ref)
         reads_before = len(device_like)
-        loss = prog.train_step(params, batch, optimizer=opt)
+        loss = prog.train_step(params, batch, algorithm=algorithm, optimizer=opt)
         # At most the finiteness check and the returned loss: one sync per step, not per array.
         assert len(device_like) - reads_before <= 2, device_like.calls[reads_before:]
         assert loss == pytest.approx(expected, rel=1e-12)
@@ -187,8 +190,9 @@ def test_train_step_follows_numpy_and_keeps_backend_arrays(
     assert all(isinstance(v, np.ndarray) for k, v in state["state"].items() if k != "step")
 
 
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 def test_a_numpy_batch_is_moved_to_the_backend_once_per_step(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, algorithm: str
 ) -> None:
     _, prog, batch = _pair("mlp-tanh")
     params = prog.init_params(seed=0)
@@ -203,14 +207,14 @@ def test_a_numpy_batch_is_moved_to_the_backend_once_per_step(
     monkeypatch.setattr(be, "asarray", spy)
     opt = pc.optim.SGD(lr=0.1)
     for step in range(1, 4):
-        prog.train_step(params, batch, optimizer=opt)
+        prog.train_step(params, batch, algorithm=algorithm, optimizer=opt)
         assert moved == ["numpy"] * (len(batch) * step), "each feed moved once per step"
     moved.clear()
     on_device = {
         k: original(v, "int64" if v.dtype.kind in "iu" else "float64") for k, v in batch.items()
     }
-    prog.train_step(params, on_device, optimizer=opt)
-    prog.grads(params, on_device)
+    prog.train_step(params, on_device, algorithm=algorithm, optimizer=opt)
+    prog.grads(params, on_device, algorithm=algorithm, **ALGORITHM_OPTIONS.get(algorithm, {}))
     assert moved == [], "arrays already on the backend are not copied"
 
 
