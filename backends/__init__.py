@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from pcgraph.backends.base import FLOAT_DTYPES, Backend
 
 from pcgraph.errors import BackendError
@@ -63,7 +65,7 @@ def resolve_name(name: str | None = None) -> str:
         return name
     if _default is not None:
         return _default
-    env = os.environ.get(ENV_VAR, "").strip()
+    env = os.environ.get(ENV_VAR, "").strip().lower()
     if env:
         _check_name(env, f"${ENV_VAR}")
         return env
@@ -78,6 +80,35 @@ def get(name: str | None = None) -> Backend:
     return _instances[resolved]
 
 
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, np.generic)) or hasattr(x, "__array_namespace__")
+
+
+def to_numpy(x: Any) -> Any:
+    """Host NumPy copies of backend arrays: one array, or a dict / list / tuple of them (nested).
+
+    No backend is imported: a CuPy array comes back with ``.get()`` (one device-to-host copy),
+    other array-API arrays (``array_api_strict``) through DLPack.  Inside containers, values that
+    are not arrays (a step count, a name) are kept as they are.
+    """
+    if isinstance(x, Mapping):
+        return {k: _leaf(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_leaf(v) for v in x)
+    if type(x).__module__.split(".")[0] == "cupy":
+        return x.get()
+    if hasattr(x, "__dlpack__") and not isinstance(x, (np.ndarray, np.generic)):
+        x = np.from_dlpack(x)  # a view of the producer's host buffer, copied below
+    # Always a copy, as from a GPU: a later in-place update of the parameters must not show in it.
+    return np.array(x, copy=True)
+
+
+def _leaf(x: Any) -> Any:
+    if isinstance(x, (Mapping, list, tuple)) or _is_array(x) or hasattr(x, "__dlpack__"):
+        return to_numpy(x)
+    return x
+
+
 __all__ = [
     "Backend",
     "FLOAT_DTYPES",
@@ -86,5 +117,6 @@ __all__ = [
     "names",
     "resolve_name",
     "set_default_backend",
+    "to_numpy",
     "ENV_VAR",
 ]

@@ -35,3 +35,9 @@ class Backend(Protocol):
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU); benchmarks call it before timing."""
         ...
+
+    @staticmethod
+    def availability() -> str | None:
+        """None when the backend can run here, else a sentence saying why not and how to fix it.
+        Called on the class, before any instance exists (``pcgraph.backends.available``)."""
+        ...

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pcgraph.backends.namespace import array_namespace
 
 
 class NumpyBackend:
     """Runs schedules with NumPy on the CPU."""
 
     name = "numpy"
-    xp = np
+    xp = array_namespace(np)  # NumPy itself on NumPy >= 2
 
     def asarray(self, x: Any, dtype: str) -> np.ndarray:
         return np.asarray(x, dtype=dtype)

@@ -34,7 +34,8 @@ class StrictBackend:
         return self.xp.asarray(np.asarray(x, dtype=dtype))
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        return np.asarray(x) if not self.is_native(x) else np.from_dlpack(x)
+        # DLPack, not np.asarray: the explicit transfer a device array would need.
+        return np.array(np.from_dlpack(x) if self.is_native(x) else x, copy=True)
 
     def is_native(self, x: Any) -> bool:
         return type(x).__module__.startswith("array_api_strict")
@@ -44,6 +45,7 @@ class StrictBackend:
 
     @staticmethod
     def availability() -> str | None:
+        """None when ``array_api_strict`` is installed, else how to install it."""
         try:
             StrictBackend()
         except BackendError as e:

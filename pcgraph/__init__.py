@@ -55,14 +55,8 @@ from . import models  # noqa: E402  (the zoo builds on the DSL functions bound j
 
 
 def to_numpy(x):  # noqa: ANN001, ANN201
-    """A backend array (or a dict of them) copied to host NumPy arrays."""
-    import numpy as np
-
-    if isinstance(x, dict):
-        return {k: to_numpy(v) for k, v in x.items()}
-    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
-        return x.get()
-    return np.asarray(x)
+    """Host NumPy copies of backend arrays (one, or a dict / list / tuple of them), any backend."""
+    return backends.to_numpy(x)
 
 
 __version__ = "0.1.0"

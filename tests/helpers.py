@@ -5,8 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
+from pcgraph.backends.cupy_backend import CupyBackend
 
 import pcgraph as pc
+
+# Why CuPy cannot run here (None when it can); asked once, at collection.
+CUPY_UNAVAILABLE = CupyBackend.availability()
+CUPY = pytest.param(
+    "cupy",
+    id="cupy",
+    marks=[
+        pytest.mark.gpu,
+        pytest.mark.skipif(
+            CUPY_UNAVAILABLE is not None, reason=f"CuPy backend unavailable: {CUPY_UNAVAILABLE}"
+        ),
+    ],
+)
+# The backends the ``backend`` fixture runs a test on: CuPy is skipped, with the reason, where it
+# cannot run, so the suite passes on any machine and also runs on the GPU where there is one.
+BACKENDS = [pytest.param("numpy", id="numpy"), CUPY]
 
 
 def rel_err(a: Any, b: Any) -> float:
@@ -96,6 +114,35 @@ def attention(T: int = 4, d: int = 6, classes: int = 3) -> pc.Graph:
         pc.softmax_cross_entropy(h @ g.param("Wo", (d, classes)), g.target("y", (), dtype="int64"))
     )
     return g
+
+
+# Every test graph by name: the tests that run "each graph" (backprop vs finite differences,
+# backend agreement, strict portability) iterate this, so a graph added here is covered by all.
+GRAPHS: dict[str, Any] = {
+    "mlp-tanh": lambda: mlp(activation=pc.tanh),
+    "mlp-sigmoid-mse": lambda: mlp(activation=pc.sigmoid, loss="mse"),
+    "mlp-relu": lambda: mlp(activation=pc.relu),
+    "residual": residual,
+    "rnn-shared-weights": rnn,
+    "attention": attention,
+}
+
+
+# Options an algorithm needs when ``grads`` is called directly (``train_step`` supplies them).
+ALGORITHM_OPTIONS: dict[str, dict[str, Any]] = {"il-prox": {"alpha": 0.05}}
+
+
+def all_graphs() -> dict[str, Any]:
+    """``GRAPHS`` plus the small configurations of the model zoo (``tests/test_models.py``)
+    where the zoo exists, so cross-backend checks cover every zoo model too."""
+    out = dict(GRAPHS)
+    try:
+        from test_models import SMALL, _build  # imported late: test_models imports this module
+    except ImportError:
+        return out
+    # resnet18 keeps its full widths (11M parameters): too slow for a NumPy reference per case.
+    out.update({f"zoo-{k}": (lambda k=k: _build(k)) for k in SMALL if k != "resnet18"})
+    return out
 
 
 def batch_for(g: pc.Graph, B: int = 4, seed: int = 0, classes: int = 3) -> dict:

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import attention, batch_for, check_program_grads, mlp, residual, rnn
+from helpers import GRAPHS, batch_for, check_program_grads, mlp
 
 import pcgraph as pc
 
-GRAPHS = {
-    "mlp-tanh": lambda: mlp(activation=pc.tanh),
-    "mlp-sigmoid-mse": lambda: mlp(activation=pc.sigmoid, loss="mse"),
-    "mlp-relu": lambda: mlp(activation=pc.relu),
-    "residual": residual,
-    "rnn-shared-weights": rnn,
-    "attention": attention,
-}
-
 
 @pytest.mark.parametrize("name", GRAPHS)
-def test_backprop_matches_finite_differences(name: str) -> None:
+def test_backprop_matches_finite_differences(name: str, backend: str) -> None:
     g = GRAPHS[name]()
-    prog = pc.compile(g, dtype="float64")
+    prog = pc.compile(g, backend=backend, dtype="float64")
     check_program_grads(prog, prog.init_params(seed=1), batch_for(g, B=5))
 
 
