@@ -112,24 +112,25 @@ def _time(fn: Callable[[], Any]) -> float:
 
 
 def numpy_mlp_step(params: dict, x: np.ndarray, y: np.ndarray, lr: float = 0.01) -> None:
-    """The floor: a hand-written NumPy backprop + SGD step of a relu MLP (W_i, b_i pairs)."""
-    names = sorted(k for k in params if k.startswith("W"))
+    """The floor: a hand-written NumPy backprop + SGD step of the zoo's relu MLP
+    (parameters ``fc{i}.W`` of shape (in, out) and ``fc{i}.b``)."""
+    layers = sorted({k.split(".")[0] for k in params}, key=lambda n: int(n[2:]))
     acts, h = [x], x
-    for i, w in enumerate(names):
-        z = h @ params[w] + params[w.replace("W", "b")]
-        h = np.maximum(z, 0) if i < len(names) - 1 else z
+    for i, layer in enumerate(layers):
+        z = h @ params[f"{layer}.W"] + params[f"{layer}.b"]
+        h = np.maximum(z, 0) if i < len(layers) - 1 else z
         acts.append(h)
     p = np.exp(h - h.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     p[np.arange(len(y)), y] -= 1
     g = p / len(y)
-    for i in reversed(range(len(names))):
-        a = acts[i]
+    for i in reversed(range(len(layers))):
+        a, w = acts[i], params[f"{layers[i]}.W"]
         gw, gb = a.T @ g, g.sum(0)
         if i:
-            g = (g @ params[names[i]].T) * (a > 0)
-        params[names[i]] -= lr * gw
-        params[names[i].replace("W", "b")] -= lr * gb
+            g = (g @ w.T) * (a > 0)
+        w -= lr * gw
+        params[f"{layers[i]}.b"] -= lr * gb
 
 
 def mlp_flops(sizes: tuple, batch: int) -> float:
