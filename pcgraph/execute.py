@@ -21,6 +21,7 @@ from .schedule import (
     Clear,
     Error,
     Eval,
+    GradientUnits,
     Normalise,
     Note,
     Perturb,
@@ -111,6 +112,15 @@ def _kernel(xp: Any, c: Compiled, step: Any, dtype: Any) -> Callable[[dict, int]
             x[node] = x[node] + rate * delta
 
         return run_update
+    if kind is GradientUnits:
+        names = step.nodes
+
+        def run_gradient_units(state: dict, batch: int) -> None:
+            e, eg = state["e"], state.setdefault("eg", {})
+            for n in names:
+                eg[n] = e[n] * (-1.0 / batch)
+
+        return run_gradient_units
     if kind is Error:
         node, mu = step.node, step.mu
 

@@ -94,9 +94,6 @@ class Schedule:
     graph: str
     options: tuple[tuple[str, Any], ...]
     sections: tuple[Section, ...]
-    # How the increments ``d`` become gradients: "-1/B" (errors in their own units, the literal
-    # dynamics) or "1" (errors carried in gradient units, e = -eps/B; see wavefront_sections).
-    grad_scale: str = "-1/B"
 
     @property
     def steps(self) -> tuple[Any, ...]:
@@ -165,6 +162,17 @@ class Relax:
 
     def __str__(self) -> str:
         return f"e[{self.node}] = s[{self.node}]  (x[{self.node}] = mu + s)"
+
+
+@dataclass(frozen=True)
+class GradientUnits:
+    """``eg[v] = -e[v] / B`` for ``nodes``: increments taken from ``eg`` are gradients of the
+    batch-mean loss directly, and scaling the errors costs less than scaling the parameters."""
+
+    nodes: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"eg[{', '.join(self.nodes)}] = -e / B"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pcgraph.schedule import (
     Clear,
     Error,
     Eval,
+    GradientUnits,
     Normalise,
     Note,
     Perturb,
@@ -142,12 +143,17 @@ def _out(st: PCStructure, node: str, at: str) -> str:
     return "mu" if at == "x" and node in st.values else at
 
 
-def increment_steps(st: PCStructure, c: Compiled, nodes: list[str], at: str) -> list:
-    """Local parameter increments ``d[p] += vjp_p f_v(e[v])`` of the vertices in ``nodes``."""
-    return [
-        VJP(v, c.nodes[v].op, pos, p, src="e", into="d", at=at, out=_out(st, v, at))
-        for v in nodes
-        for p, pos in st.increments.get(v, ())
+def increment_steps(
+    st: PCStructure, c: Compiled, nodes: list[str], at: str, src: str = "e"
+) -> list:
+    """Local parameter increments ``d[p] += vjp_p f_v(src[v])`` of the vertices in ``nodes``;
+    with ``src="eg"`` the errors are first put in gradient units (see ``GradientUnits``)."""
+    owners = [v for v in nodes if st.increments.get(v)]
+    steps: list = [GradientUnits(tuple(owners))] if src == "eg" and owners else []
+    return steps + [
+        VJP(v, c.nodes[v].op, pos, p, src=src, into="d", at=at, out=_out(st, v, at))
+        for v in owners
+        for p, pos in st.increments[v]
     ]
 
 
@@ -160,8 +166,9 @@ def drive_steps(st: PCStructure, c: Compiled, nodes: list[str], at: str) -> list
     ]
 
 
-def apply_section(st: PCStructure, c: Compiled, grad_scale: str = "-1/B") -> Section:
-    """Carry increments of parameter expressions back to parameters; grads are ``scale * d``."""
+def apply_section(st: PCStructure, c: Compiled) -> Section:
+    """Carry increments of parameter expressions back to parameters.  Increments are taken in
+    gradient units (errors scaled by ``-1/B``), so ``grad[p] = d[p]``."""
     steps: list = []
     sources = set(c.of_kind("param")) | set(st.pexprs)
     for u in reversed(st.pexprs):
@@ -171,7 +178,7 @@ def apply_section(st: PCStructure, c: Compiled, grad_scale: str = "-1/B") -> Sec
             for pos, o in enumerate(spec.operands)
             if o in sources
         ]
-    steps.append(Note(f"apply: grad[p] = {grad_scale} * d[p]"))
+    steps.append(Note("apply: grad[p] = d[p]"))
     return Section("apply", tuple(steps))
 
 
@@ -245,12 +252,12 @@ def dense_sections(
 
     for t in range(steps):
         body = errors(t == 0)
-        body += increment_steps(st, c, [v for v in vertices if increment_at[v] == t], at)
+        body += increment_steps(st, c, [v for v in vertices if increment_at[v] == t], at, "eg")
         body += drive_steps(st, c, list(st.values), at)
         body += [Update(v, rate) for v in st.values]
         sections.append(Section(f"inference t={t}", tuple(body)))
     final = errors(steps == 0)
-    final += increment_steps(st, c, [v for v in vertices if increment_at[v] >= steps], at)
+    final += increment_steps(st, c, [v for v in vertices if increment_at[v] >= steps], at, "eg")
     if prox:
         final += [
             Normalise(p, presynaptic(c, st, consumer(c, p)), prox[0], prox[1])

@@ -83,7 +83,7 @@ def zil_schedule(c: Compiled, opts: dict) -> Schedule:
         )
     else:
         lc, st = pc_view(c, opts["levelling"])
-        return Schedule("zil", c.name, tuple(opts.items()), wavefront_sections(lc, st), "1")
+        return Schedule("zil", c.name, tuple(opts.items()), wavefront_sections(lc, st))
     return Schedule("zil", c.name, tuple(opts.items()), sections)
 
 
@@ -133,12 +133,8 @@ def pc_grads(name: str):  # noqa: ANN201
         state, size = program._state(params, batch, [program.loss_node])
         state.update(e={}, s={}, d={}, mu={})
         program.execute(sched, c, state, size)
-        d = state["d"]
-        scale = -1.0 / size if sched.grad_scale == "-1/B" else 1.0
-        out = {
-            p: (d[p] if scale == 1.0 else scale * d[p]) if p in d else program.zeros_like(p)
-            for p in program.params
-        }
+        d = state["d"]  # increments are taken in gradient units: they are the gradients
+        out = {p: d[p] if p in d else program.zeros_like(p) for p in program.params}
         state["x"] = state["ff"]  # the loss reported is the feed-forward one
         return out, {"state": state, "batch_size": size}
 
