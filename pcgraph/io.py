@@ -14,6 +14,7 @@ the DSL could have built.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -54,6 +55,9 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        # Name the folder the user gave, not the temporary file mkstemp would report.
+        raise FileNotFoundError(errno.ENOENT, "no such directory", str(folder))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
