@@ -427,6 +427,12 @@ def mnist1d(num_samples: int = 5000, seed: int = 42) -> Dataset:
 
 
 DATASETS: dict[str, Callable[..., Dataset]] = {"digits": digits, "mnist": mnist, "mnist1d": mnist1d}
+# Per-example shape and class count of each data set, known without loading it.
+INFO: dict[str, tuple[tuple[int, ...], int]] = {
+    "digits": ((8, 8), 10),
+    "mnist": ((28, 28), 10),
+    "mnist1d": ((40,), 10),
+}
 
 
 def load(name: str, root: PathLike | None = None) -> Dataset:
@@ -450,4 +456,5 @@ __all__ = [
     "read_mnist_csv",
     "load",
     "DATASETS",
+    "INFO",
 ]
