@@ -298,6 +298,8 @@ def make_task(args: argparse.Namespace, graph: Any, label: str, dtype: str) -> T
     data = data_mod.load(args.data, root=args.data_root)
     if args.limit or args.test_limit:
         data = data.subset(train=args.limit, test=args.test_limit)
+    if args.standardize:
+        data = data.standardized()
     want = c.nodes[x_name].shape
     if data.shape != want:
         if math.prod(data.shape) != math.prod(want):
@@ -764,6 +766,12 @@ def _model_options(p: argparse.ArgumentParser, data_default: str | None) -> None
     )
     d.add_argument(
         "--test-limit", type=_positive_int, metavar="N", help="use only the first N test examples"
+    )
+    d.add_argument(
+        "--standardize",
+        action="store_true",
+        help="shift and scale the inputs to zero mean and unit variance (training statistics) "
+        "instead of [0, 1]; recommended for mnist1d",
     )
 
 

@@ -95,6 +95,22 @@ class Dataset:
             self.classes,
         )
 
+    def standardized(self) -> Dataset:
+        """A copy with zero mean and unit variance, using the training part's overall mean and
+        standard deviation for both parts (values then leave [0, 1]).  MNIST-1D in particular
+        trains far faster this way: its [0, 1] rescaling packs the signal into a small range."""
+        mean = float(np.mean(self.x_train, dtype=np.float64))
+        std = float(np.std(self.x_train, dtype=np.float64)) or 1.0
+        scale = lambda a: ((a - mean) / std).astype(np.float32)
+        return Dataset(
+            self.name,
+            scale(self.x_train),
+            self.y_train,
+            scale(self.x_test),
+            self.y_test,
+            self.classes,
+        )
+
     def subset(self, train: int | None = None, test: int | None = None) -> Dataset:
         """The first ``train`` training and ``test`` test examples (None: all of them)."""
         for what, n in (("train", train), ("test", test)):
@@ -393,8 +409,10 @@ def mnist1d(num_samples: int = 5000, seed: int = 42) -> Dataset:
     ``mnist1d`` package with its standard settings (4000 train, 1000 test by default).
 
     The package standardises the signals; they are rescaled here to [0, 1] with the training
-    part's minimum and maximum (the test part is clipped to that range).  The generator seeds
-    Python's and NumPy's global random state; both are restored afterwards.
+    part's minimum and maximum (the test part is clipped to that range) like every data set
+    here.  ``.standardized()`` undoes that, and models train much faster on it (``pcgraph
+    train --standardize``).  The generator seeds Python's and NumPy's global random state; both
+    are restored afterwards.
     """
     if importlib.util.find_spec("mnist1d") is None:
         raise FileFormatError(

@@ -58,6 +58,9 @@ def test_dataset_reshape_subset_and_checks() -> None:
     assert ds.reshape((2, 2)).x_train.shape[1:] == (2, 2)
     with pytest.raises(pc.OptionError, match=r"\(4,\).*cannot be reshaped to \(3,\)"):
         ds.reshape((3,))
+    std = ds.standardized()
+    assert abs(float(std.x_train.mean())) < 1e-6 and abs(float(std.x_train.std()) - 1) < 1e-5
+    assert std.x_test.dtype == np.float32 and np.array_equal(std.y_test, ds.y_test)
     sub = ds.subset(train=5, test=2)
     assert len(sub.y_train) == 5 and len(sub.y_test) == 2
     assert sum(len(b[1]) for b in sub.batches(2, split="test")) == 2
