@@ -546,7 +546,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     task = make_task(args, graph, label, args.dtype)
     out = _out_dir(args, f"compare-{label}")
     init = task.prog.init_params(seed=args.seed)
-    runs = [Run(a, options[a], dict(init), make_optimizer(args)) for a in algorithms]
+    # Each run gets its own copy of the same initial arrays, so no algorithm can disturb another.
+    runs = [
+        Run(a, options[a], {k: v.copy() for k, v in init.items()}, make_optimizer(args))
+        for a in algorithms
+    ]
     print(
         f"comparing {', '.join(algorithms)} on {label} ({task.prog}) with {args.data} "
         f"({len(task.data.y_train)} train, {len(task.data.y_test)} test), "

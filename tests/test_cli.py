@@ -193,6 +193,23 @@ def test_train_one_hot_targets_and_zoo_models(
     assert code == 2 and "unknown model 'nope'; the zoo has tiny" in err
 
 
+@needs_digits
+@pytest.mark.skipif(importlib.util.find_spec("tqdm") is None, reason="tqdm not installed")
+def test_progress_bar_path(model: str, capsys, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import io
+
+    from tqdm import tqdm
+
+    sink = io.StringIO()
+    # Under pytest stderr is no terminal, so tqdm would stay silent: force a bar into a buffer.
+    monkeypatch.setattr(
+        cli, "_progress", lambda total, desc, on: tqdm(total=total, desc=desc, file=sink, ncols=80)
+    )
+    argv = ["train", "--graph", model, "--epochs", "1", "--limit", "128", "--no-plot"]
+    assert run(argv + ["--batch-size", "32"], capsys)[0] == 0
+    assert "epoch 1/1" in sink.getvalue() and "4/4" in sink.getvalue()
+
+
 # --------------------------------------------------------------------------- compare
 @needs_digits
 def test_compare_same_start_same_batches(
