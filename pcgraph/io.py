@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Union
 
@@ -178,7 +178,6 @@ class Checkpoint:
     graph: str | None = None
     fingerprint: str | None = None
     dtype: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _host(value: Any) -> np.ndarray:
