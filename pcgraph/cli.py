@@ -20,6 +20,7 @@ import inspect
 import io as _stdio
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -175,11 +176,23 @@ def _load_user_function(spec: str) -> tuple[Callable[..., Any], str]:
     return fn, f"{path.stem}.{func}"
 
 
+def _fit_shape(default: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The input shape to give a builder for data of per-example ``shape``: None (keep the
+    default) when the default holds as many values (the data are reshaped to it), else
+    ``shape`` with leading 1s up to the default's rank, so (8, 8) becomes (1, 8, 8) for a
+    builder of (C, H, W) images."""
+    if isinstance(default, (tuple, list)) and all(isinstance(n, int) for n in default):
+        if math.prod(default) == math.prod(shape):
+            return None
+        return (1,) * (len(default) - len(shape)) + shape
+    return shape
+
+
 def _call_builder(
     fn: Callable[..., Any], kwargs: dict[str, Any], info: tuple | None, label: str
 ) -> Any:
-    """Call a model builder.  Builders that take ``input_shape`` / ``classes`` (or
-    ``num_classes``) get them from the data set when the user did not give them."""
+    """Call a model builder, filling in what the data set decides when the user did not:
+    ``classes``/``num_classes``, and ``input_shape``/``in_shape`` (see ``_fit_shape``)."""
     from .graph import Graph
 
     try:
@@ -189,8 +202,11 @@ def _call_builder(
     kwargs = dict(kwargs)
     if sig is not None and info is not None:
         shape, classes = info
-        if "input_shape" in sig.parameters and "input_shape" not in kwargs:
-            kwargs["input_shape"] = tuple(shape)
+        for key in ("input_shape", "in_shape"):
+            if key in sig.parameters and key not in kwargs:
+                fitted = _fit_shape(sig.parameters[key].default, tuple(shape))
+                if fitted is not None:
+                    kwargs[key] = fitted
         for key in ("classes", "num_classes"):
             if key in sig.parameters and key not in kwargs:
                 kwargs[key] = classes
@@ -746,7 +762,8 @@ def _model_options(p: argparse.ArgumentParser, data_default: str | None) -> None
         default="",
         help="keyword arguments of the model builder: ints, floats, tuples such as "
         "sizes=(64,32,10), true/false, or bare words (act=relu). Builders that take "
-        "input_shape or classes/num_classes get them from --data unless given here",
+        "input_shape or in_shape, or classes or num_classes, get them from --data unless given "
+        "here",
     )
     d = p.add_argument_group("data")
     need = " (optional here: only fills in the model's input_shape and classes)"
@@ -1069,6 +1086,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             return args.run(args)
+        except BrokenPipeError:
+            # `pcgraph schedule ... | head`: the reader left; say nothing more, like other tools.
+            _silence_stdout()
+            return 1
         except (PCGraphError, OSError) as e:
             if args.traceback:
                 raise
@@ -1080,6 +1101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"{PROG}: interrupted", file=sys.stderr)
             return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured output)
+        pass
 
 
 def _os_message(e: OSError) -> str:

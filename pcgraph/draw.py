@@ -2,7 +2,7 @@
 
 DOT is written directly (no pydot or Graphviz needed to write it; ``dot -Tsvg`` renders it),
 GraphML through networkx, PNG with matplotlib (the ``plot`` extra) in a layered layout where
-each column is one Z-IL level, the loss on the right.
+each row is one Z-IL level, the loss at the bottom.
 """
 
 from __future__ import annotations
@@ -117,27 +117,30 @@ def to_dot(graph: Graph) -> str:
 
 
 def _layered_positions(graph: Graph, levels: dict[str, int]) -> dict[str, tuple[float, float]]:
-    """Columns by level (deepest on the left, the loss on the right); rows in name order."""
+    """One row per level, the deepest at the top and the loss at the bottom; nodes of a row in
+    name order, centred.  Rows (not columns) because deep graphs then grow downwards, which
+    a reader scrolls, and each row stays a few labels wide."""
     loss = graph.nx.graph.get("loss")
     top = max(levels.values(), default=0)
-    columns: dict[float, list[str]] = {}
+    rows: dict[float, list[str]] = {}
     for name in sorted(graph.nx.nodes):
         if name == loss:
-            x = top + 1.0
+            y = -1.0
         elif name in levels:
-            x = float(top - levels[name])
+            y = float(levels[name])
         else:
-            x = -1.0  # nodes that do not reach the loss get a column of their own
-        columns.setdefault(x, []).append(name)
-    pos = {}
-    for x, names in columns.items():
-        for i, name in enumerate(names):
-            pos[name] = (x, (len(names) - 1) / 2.0 - i)
-    return pos
+            y = top + 1.0  # nodes that do not reach the loss get a row of their own
+        rows.setdefault(y, []).append(name)
+    return {
+        name: (i - (len(names) - 1) / 2.0, y)
+        for y, names in rows.items()
+        for i, name in enumerate(names)
+    }
 
 
-def draw_png(graph: Graph, path: PathLike, dpi: int = 120) -> Path:
-    """A PNG picture of ``graph`` (needs matplotlib): one column per Z-IL level."""
+def draw_png(graph: Graph, path: PathLike, dpi: int = 110) -> Path:
+    """A PNG picture of ``graph`` (needs matplotlib): one row per Z-IL level, the loss at the
+    bottom."""
     try:
         import matplotlib
 
@@ -151,13 +154,14 @@ def draw_png(graph: Graph, path: PathLike, dpi: int = 120) -> Path:
     levels = zil_levels(graph)
     pos = _layered_positions(graph, levels)
     loss = graph.nx.graph.get("loss")
-    width = 2.2 * (len({x for x, _ in pos.values()}) + 1)
-    height = 1.0 * (max(sum(1 for p in pos.values() if p[0] == x) for x, _ in pos.values()) + 1)
-    fig, ax = plt.subplots(figsize=(min(max(width, 6.0), 60.0), min(max(height, 3.0), 60.0)))
+    n_rows = len({y for _, y in pos.values()})
+    widest = max(sum(1 for p in pos.values() if p[1] == y) for _, y in pos.values())
+    size = (min(max(2.0 * widest + 1, 6.0), 60.0), min(max(0.8 * n_rows + 1, 4.0), 120.0))
+    fig, ax = plt.subplots(figsize=size)
     try:
         simple = nx.DiGraph(graph.nx)
         nx.draw_networkx_edges(
-            simple, pos, ax=ax, arrows=True, arrowsize=8, edge_color="#888888", node_size=1800
+            simple, pos, ax=ax, arrows=True, arrowsize=10, edge_color="#888888", node_size=2500
         )
         for name, (x, y) in pos.items():
             kind = "loss" if name == loss else graph.nx.nodes[name]["kind"]
@@ -170,9 +174,9 @@ def draw_png(graph: Graph, path: PathLike, dpi: int = 120) -> Path:
                 fontsize=7,
                 bbox={"boxstyle": "round", "facecolor": _COLORS[kind], "edgecolor": "#555555"},
             )
-        ax.set_title(f"graph {graph.name!r}: columns are Z-IL levels (L0 feeds the loss)")
+        ax.set_title(f"graph {graph.name!r}: rows are Z-IL levels (L0 feeds the loss)")
         ax.axis("off")
-        ax.margins(0.08)
+        ax.margins(0.1)
         fig.tight_layout()
         return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
     finally:

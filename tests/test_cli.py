@@ -142,7 +142,7 @@ def test_train_one_epoch_on_digits(model: str, tmp_path: Path, capsys) -> None: 
     assert (out_dir / "curves.png").is_file() == HAS_MPL
     # The checkpoint holds the trained parameters: they reproduce the reported test loss.
     ds = pc.data.digits()
-    batch = {"x": ds.x_test, "y": ds.y_test}  # the builder got input_shape=(8, 8)
+    batch = {"x": ds.x_test.reshape(-1, 64), "y": ds.y_test}  # reshaped to input_shape=(64,)
     assert prog.loss(ckpt.params, batch) == pytest.approx(float(rows[0]["test_loss"]), rel=1e-5)
 
 
@@ -419,3 +419,10 @@ def test_algo_options_route_to_the_algorithms_that_have_them(monkeypatch) -> Non
         cli.parse_algo_options(["x=1"], ["bp", "il"])
     with pytest.raises(pc.OptionError, match="'zil' is not among"):
         cli.parse_algo_options(["zil:steps=1"], ["bp", "il"])
+
+
+def test_input_shapes_fitted_to_the_data() -> None:
+    assert cli._fit_shape((1, 28, 28), (28, 28)) is None  # same size: the data are reshaped
+    assert cli._fit_shape((1, 28, 28), (8, 8)) == (1, 8, 8)
+    assert cli._fit_shape((64,), (40,)) == (40,)
+    assert cli._fit_shape(None, (8, 8)) == (8, 8)
