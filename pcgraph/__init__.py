@@ -32,7 +32,7 @@ def _bind_backends_package() -> None:
 
 _bind_backends_package()
 
-from . import backends, init, optim, schedule  # noqa: E402
+from . import backends, data, init, io, optim, schedule  # noqa: E402
 from .backends import set_default_backend  # noqa: E402
 from .compile import UnusedParameterWarning  # noqa: E402
 from .errors import (  # noqa: E402
@@ -46,6 +46,7 @@ from .errors import (  # noqa: E402
     ShapeError,
 )
 from .graph import DSL, Graph, Node, flatten, one_hot, split  # noqa: E402
+from .io import fingerprint, load, load_graph, save, save_graph  # noqa: E402
 from .ops import OPS  # noqa: E402
 from .program import Program, compile  # noqa: E402
 
@@ -75,6 +76,13 @@ __all__ = [
     "optim",
     "schedule",
     "models",
+    "data",
+    "io",
+    "save",
+    "load",
+    "save_graph",
+    "load_graph",
+    "fingerprint",
     "OPS",
     "UnusedParameterWarning",
     "PCGraphError",

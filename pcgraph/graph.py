@@ -347,6 +347,20 @@ class Graph:
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {self.nx.number_of_nodes()} nodes, loss={self.nx.graph.get('loss')!r}>"
 
+    # ------------------------------------------------------------------ files (pcgraph.io)
+    def to_json(self) -> str:
+        """This graph as JSON text (``spec/graph-format.md``); a callable init is refused."""
+        from .io import graph_to_json
+
+        return graph_to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "<graph JSON>") -> Graph:
+        """The graph a JSON text describes; ``FileFormatError`` names the node at fault."""
+        from .io import graph_from_json
+
+        return graph_from_json(text, source)
+
 
 def _dsl_function(opdef: OpDef) -> Any:
     def build(*operands: Any, name: str | None = None, **attrs: Any) -> Node:

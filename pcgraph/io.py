@@ -1,0 +1,732 @@
+"""Files: checkpoints (``.npz``) and graph files (JSON), written atomically, read without pickle.
+
+Checkpoint layout (``spec/checkpoint-format.md``): an uncompressed NumPy ``.npz`` whose arrays are
+named ``a0``, ``a1``, ... plus ``manifest``, a 0-d unicode array holding JSON that says which
+array is which parameter or optimiser-state entry, with the metadata (graph name, graph
+fingerprint, step, epoch, algorithm, dtype).  Names therefore never need escaping, and nothing in
+the file is unpickled or evaluated.
+
+Graph files (``spec/graph-format.md``) are JSON: every node with its kind, op, operands, shape,
+dtype and attributes; named initialisers only; constant values as nested lists.  Loading checks
+every field and re-derives every shape with the op table, so a file can describe only a graph
+the DSL could have built.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import numbers
+import os
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Union
+
+import networkx as nx
+import numpy as np
+
+from .errors import FileFormatError, GraphError, PCGraphError
+from .graph import LEAF_KINDS, Graph, infer
+from .init import INITIALIZERS
+from .ops import OPS
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+CHECKPOINT_FORMAT = "pcgraph-checkpoint"
+GRAPH_FORMAT = "pcgraph-graph"
+VERSION = 1
+MAX_GRAPH_BYTES = 256 << 20  # a graph file larger than this is refused before parsing
+MAX_NODE_VALUES = 1 << 31  # per-node element count a graph file may declare
+
+
+# --------------------------------------------------------------------------- atomic writes
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file so that ``path`` holds either its old content or the complete new one.
+
+    ``write`` fills a temporary file in the same directory, which is flushed, fsynced and then
+    renamed over ``path`` (``os.replace`` is atomic within a file system); the directory is
+    fsynced too so the rename survives a crash.  On any error the temporary file is removed.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        # Name the folder the user gave, not the temporary file mkstemp would report.
+        raise FileNotFoundError(errno.ENOENT, "no such directory", str(folder))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # BaseException: a KeyboardInterrupt mid-write must not leave the temporary file behind.
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory; the rename is still atomic
+        return path
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """``atomic_write`` of UTF-8 text."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+# --------------------------------------------------------------------------- fingerprints
+def _plain(value: Any) -> Any:
+    """Attributes and constants as JSON values: tuples become lists, NumPy scalars numbers."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return _plain(np.asarray(value).tolist())
+    return value
+
+
+def _const(value: Any) -> Any:
+    """A constant as float64 nested lists, so ``2``, ``2.0`` and ``float32(2)`` hash alike."""
+    return np.asarray(_host(value), dtype=np.float64).tolist()
+
+
+def _structure(nodes: Mapping[str, Mapping[str, Any]], loss: str | None) -> list:
+    """What a checkpoint depends on: every node's name, kind, op, operands, shape, dtype,
+    canonical attributes and constant value; initialisers and the graph's name are left out."""
+    out: list = [["loss", loss]]
+    for name in sorted(nodes):
+        d = nodes[name]
+        out.append(
+            [
+                name,
+                d["kind"],
+                d.get("op"),
+                list(d["operands"]),
+                list(d["shape"]),
+                d["dtype"],
+                bool(d["batched"]),
+                _plain(d.get("attrs") or {}),
+                _const(d.get("value")) if d["kind"] == "const" else None,
+            ]
+        )
+    return out
+
+
+def fingerprint(obj: Any) -> str:
+    """A SHA-256 hex digest of a graph's structure (``Graph``, ``Program`` or compiled graph).
+
+    Equal for a graph, its compiled program and its JSON round trip; it changes when any node,
+    edge, shape, attribute or constant changes, but not with the graph's name or initialisers.
+    """
+    compiled = getattr(obj, "compiled", obj)
+    if isinstance(obj, Graph):
+        G = obj.nx
+        nodes = {}
+        for n, d in G.nodes(data=True):
+            edges = sorted((pos, src) for src, _, pos in G.in_edges(n, data="pos"))
+            nodes[n] = {**d, "operands": [src for _, src in edges]}
+        loss = G.graph.get("loss")
+    elif hasattr(compiled, "nodes") and hasattr(compiled, "loss"):
+        nodes = {
+            n: {
+                "kind": s.kind,
+                "op": s.op,
+                "operands": s.operands,
+                "shape": s.shape,
+                "dtype": s.dtype,
+                "batched": s.batched,
+                "attrs": s.attrs,
+                "value": s.value,
+            }
+            for n, s in compiled.nodes.items()
+        }
+        loss = compiled.loss
+    else:
+        raise GraphError(f"fingerprint() needs a Graph or a Program, got {type(obj).__name__}")
+    text = json.dumps(_structure(nodes, loss), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- checkpoints
+@dataclass
+class Checkpoint:
+    """What ``load`` returns: parameters, optimiser state (or None) and metadata."""
+
+    params: dict[str, Any]
+    optimizer_state: dict[str, Any] | None
+    meta: dict[str, Any]
+    path: Path
+    graph: str | None = None
+    fingerprint: str | None = None
+    dtype: str | None = None
+
+
+def _host(value: Any) -> np.ndarray:
+    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
+        value = value.get()
+    return np.asarray(value)
+
+
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, np.generic)
+
+
+def _json_safe(value: Any, where: str) -> Any:
+    """``value`` checked to be plain JSON data (dicts with string keys, lists, numbers, text)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, where) for v in value]
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise FileFormatError(f"{where}: dictionary keys must be strings")
+        return {k: _json_safe(v, f"{where}.{k}") for k, v in value.items()}
+    raise FileFormatError(
+        f"{where}: {type(value).__name__} cannot be stored in a checkpoint (only arrays, "
+        "numbers, text, lists and dicts)"
+    )
+
+
+def save(
+    path: PathLike,
+    params: Mapping[str, Any],
+    optimizer_state: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    program: Any = None,
+) -> Path:
+    """Save ``params`` (name -> array), an optimiser's ``state_dict()`` and ``meta`` (JSON data:
+    step, epoch, algorithm, ...) to the ``.npz`` file ``path``, atomically.
+
+    With ``program``, the parameters are checked against it and the graph's name, fingerprint and
+    dtype are recorded so that ``load`` can refuse the checkpoint for another graph.
+    """
+    path = Path(path)
+    if program is not None:
+        program.check_params(params)  # FeedError names a missing, extra or misshapen entry
+    arrays: dict[str, np.ndarray] = {}
+
+    def store(value: Any, where: str) -> dict[str, Any]:
+        host = _host(value)
+        if host.dtype.kind not in "biuf":
+            raise FileFormatError(f"{where}: arrays of dtype {host.dtype} cannot be saved")
+        key = f"a{len(arrays)}"
+        arrays[key] = host
+        return {"__array__": key, "shape": list(host.shape), "dtype": host.dtype.str}
+
+    param_entries = []
+    for name, value in params.items():
+        if not isinstance(name, str):
+            raise FileFormatError(f"parameter names must be strings, got {name!r}")
+        param_entries.append({"name": name, **store(value, f"param {name!r}")})
+
+    def tree(value: Any, where: str) -> Any:
+        if _is_array(value):
+            return store(value, where)
+        if isinstance(value, Mapping):
+            if not all(isinstance(k, str) for k in value):
+                raise FileFormatError(f"{where}: dictionary keys must be strings")
+            if "__array__" in value:
+                raise FileFormatError(f"{where}: the key '__array__' is reserved")
+            return {k: tree(v, f"{where}[{k!r}]") for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [tree(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return _json_safe(value, where)
+
+    manifest = {
+        "format": CHECKPOINT_FORMAT,
+        "version": VERSION,
+        "graph": getattr(program, "name", None),
+        "fingerprint": fingerprint(program) if program is not None else None,
+        "dtype": getattr(program, "dtype", None),
+        "params": param_entries,
+        "optimizer": None if optimizer_state is None else tree(optimizer_state, "optimizer"),
+        "meta": _json_safe(dict(meta or {}), "meta"),
+    }
+    text = json.dumps(manifest, allow_nan=True)
+
+    def write(f: IO[bytes]) -> None:
+        np.savez(f, manifest=np.array(text), **arrays)
+
+    return atomic_write(path, write)
+
+
+def _fail(path: Path, msg: str) -> FileFormatError:
+    return FileFormatError(f"{path}: {msg}")
+
+
+def _read_manifest(path: Path, archive: Any) -> dict:
+    if "manifest" not in archive.files:
+        raise _fail(path, "not a pcgraph checkpoint (no manifest in the archive)")
+    raw = archive["manifest"]
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise _fail(path, "its manifest is not a text entry")
+    try:
+        manifest = json.loads(str(raw))
+    except (ValueError, RecursionError) as e:
+        raise _fail(path, f"its manifest is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
+        raise _fail(path, "not a pcgraph checkpoint (wrong format tag in the manifest)")
+    if manifest.get("version") != VERSION:
+        raise _fail(
+            path,
+            f"checkpoint format version {manifest.get('version')!r}; this pcgraph reads {VERSION}",
+        )
+    for key, kind in (("params", list), ("meta", dict)):
+        if not isinstance(manifest.get(key), kind):
+            raise _fail(path, f"the manifest's {key!r} entry is missing or malformed")
+    return manifest
+
+
+def load(path: PathLike, program: Any = None) -> Checkpoint:
+    """Read a checkpoint written by ``save``, without pickle.
+
+    With ``program``, the checkpoint must be for the same graph (fingerprint) and hold exactly
+    its parameters with their shapes; the parameters and optimiser arrays come back as backend
+    arrays of the program's dtype.  Without it they are NumPy arrays as stored.  A missing,
+    truncated, corrupted or foreign file raises ``FileFormatError`` naming the file and fault.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "no such file")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise _fail(path, f"not a readable .npz checkpoint (truncated or corrupted? {e})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise _fail(path, "holds a single array, not a pcgraph checkpoint archive")
+    try:
+        with archive:
+            return _load_archive(path, archive, program)
+    except PCGraphError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error) as e:
+        # Reading a member checks its CRC-32: corruption anywhere in the data lands here.
+        raise _fail(path, f"unreadable or corrupted ({type(e).__name__}: {e})") from None
+
+
+def _load_archive(path: Path, archive: Any, program: Any) -> Checkpoint:
+    manifest = _read_manifest(path, archive)
+    used: set[str] = set()
+
+    def fetch(entry: Any, where: str) -> np.ndarray:
+        if not isinstance(entry, dict) or not isinstance(entry.get("__array__"), str):
+            raise _fail(path, f"{where}: malformed array entry in the manifest")
+        key = entry["__array__"]
+        if key not in archive.files or key == "manifest":
+            raise _fail(path, f"{where}: array {key!r} is missing from the archive")
+        value = archive[key]
+        if value.dtype.kind not in "biuf":
+            raise _fail(path, f"{where}: array of dtype {value.dtype} is not numeric")
+        if list(value.shape) != entry.get("shape"):
+            raise _fail(
+                path,
+                f"{where}: array has shape {value.shape} but the manifest says {entry.get('shape')}",
+            )
+        used.add(key)
+        return value
+
+    params: dict[str, np.ndarray] = {}
+    for i, entry in enumerate(manifest["params"]):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or name in params:
+            raise _fail(path, f"parameter entry {i} has a missing or repeated name")
+        value = fetch(entry, f"param {name!r}")
+        if value.dtype.kind != "f":
+            raise _fail(path, f"param {name!r} has dtype {value.dtype}, not floating point")
+        params[name] = value
+
+    def tree(value: Any, where: str, depth: int = 0) -> Any:
+        if depth > 64:
+            raise _fail(path, f"{where}: optimiser state nested too deeply")
+        if isinstance(value, dict):
+            if "__array__" in value:
+                return fetch(value, where)
+            return {k: tree(v, f"{where}[{k!r}]", depth + 1) for k, v in value.items()}
+        if isinstance(value, list):
+            return [tree(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+        return value
+
+    opt = manifest.get("optimizer")
+    opt_state = None if opt is None else tree(opt, "optimizer state")
+    if opt_state is not None and not isinstance(opt_state, dict):
+        raise _fail(path, "the optimiser state is not a dictionary")
+    extra = set(archive.files) - used - {"manifest"}
+    if extra:
+        raise _fail(path, f"holds array(s) the manifest does not list: {', '.join(sorted(extra))}")
+
+    ckpt = Checkpoint(
+        params,
+        opt_state,
+        manifest["meta"],
+        path,
+        graph=manifest.get("graph"),
+        fingerprint=manifest.get("fingerprint"),
+        dtype=manifest.get("dtype"),
+    )
+    if program is not None:
+        _bind(ckpt, program)
+    return ckpt
+
+
+def _bind(ckpt: Checkpoint, program: Any) -> None:
+    """Check ``ckpt`` against ``program`` and move its arrays to the program's backend."""
+    path = ckpt.path
+    mine = fingerprint(program)
+    if ckpt.fingerprint is not None and ckpt.fingerprint != mine:
+        raise _fail(
+            path,
+            f"checkpoint is for graph {ckpt.graph!r} (fingerprint {ckpt.fingerprint[:12]}), "
+            f"not for graph {program.name!r} (fingerprint {mine[:12]}): their structures differ",
+        )
+    missing = [p for p in program.params if p not in ckpt.params]
+    extra = [p for p in ckpt.params if p not in program.params]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"lacks param(s) {', '.join(map(repr, missing))}")
+        if extra:
+            parts.append(f"has param(s) {', '.join(map(repr, extra))} the graph does not")
+        raise _fail(path, f"checkpoint {' and '.join(parts)} (graph {program.name!r})")
+    for name in program.params:
+        want = program.compiled.nodes[name].shape
+        if ckpt.params[name].shape != want:
+            raise _fail(
+                path, f"param {name!r} has shape {ckpt.params[name].shape}, the graph wants {want}"
+            )
+    convert = lambda a: program.backend.asarray(a, program.dtype) if a.dtype.kind == "f" else a
+    ckpt.params = {name: convert(ckpt.params[name]) for name in program.params}
+
+    def move(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return convert(value)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return value
+
+    if ckpt.optimizer_state is not None:
+        ckpt.optimizer_state = move(ckpt.optimizer_state)
+
+
+# --------------------------------------------------------------------------- graph files
+_LEAF_FIELDS = {
+    "input": {"name", "kind", "shape", "dtype"},
+    "target": {"name", "kind", "shape", "dtype"},
+    "param": {"name", "kind", "shape", "init", "dtype"},
+    "const": {"name", "kind", "shape", "value", "dtype"},
+    "op": {"name", "kind", "op", "operands", "attrs", "shape", "dtype"},
+}
+_TOP_FIELDS = {"format", "version", "name", "loss", "nodes"}
+
+
+def graph_to_dict(graph: Graph) -> dict[str, Any]:
+    """The JSON data of ``graph`` (see ``spec/graph-format.md``); nodes in the compiler's order.
+
+    Raises ``GraphError`` for what a file cannot hold: a callable initialiser (no code is ever
+    saved) or a constant that is not finite.
+    """
+    if not isinstance(graph, Graph):
+        raise GraphError(f"graph_to_dict needs a pcgraph.Graph, got {type(graph).__name__}")
+    G = graph.nx
+    if not nx.is_directed_acyclic_graph(G):
+        raise GraphError(f"graph {graph.name!r} has a cycle; it cannot be saved")
+    nodes = []
+    for name in nx.lexicographical_topological_sort(G, key=str):
+        d = G.nodes[name]
+        kind = d.get("kind")
+        entry: dict[str, Any] = {"name": name, "kind": kind, "shape": list(d["shape"])}
+        if kind in ("input", "target"):
+            entry["dtype"] = d["dtype"]
+        elif kind == "param":
+            init = d.get("init")
+            if callable(init):
+                raise GraphError(
+                    f"param {name!r}: its init is a Python callable, which a graph file cannot "
+                    f"hold (files never carry code); use a named initialiser "
+                    f"({', '.join(INITIALIZERS)}) or set it again after loading"
+                )
+            entry["init"] = init
+        elif kind == "const":
+            value = np.asarray(_host(d["value"]), dtype=np.float64)
+            if not np.all(np.isfinite(value)):
+                raise GraphError(f"const {name!r} holds a NaN or infinity; JSON cannot hold it")
+            entry["value"] = value.tolist()
+        elif kind == "op":
+            edges = sorted((pos, src) for src, _, pos in G.in_edges(name, data="pos"))
+            entry = {
+                "name": name,
+                "kind": kind,
+                "op": d["op"],
+                "operands": [src for _, src in edges],
+                "attrs": _plain(d.get("attrs") or {}),
+                "shape": list(d["shape"]),
+            }
+        else:
+            raise GraphError(f"node {name!r} has kind {kind!r}; it cannot be saved")
+        nodes.append(entry)
+    return {
+        "format": GRAPH_FORMAT,
+        "version": VERSION,
+        "name": graph.name,
+        "loss": G.graph.get("loss"),
+        "nodes": nodes,
+    }
+
+
+def graph_to_json(graph: Graph) -> str:
+    """``graph`` as JSON text: a header, then one node per line (diffs stay readable)."""
+    data = graph_to_dict(graph)
+    dump = lambda v: json.dumps(v, allow_nan=False, ensure_ascii=False)
+    head = ", ".join(f"{dump(k)}: {dump(v)}" for k, v in data.items() if k != "nodes")
+    body = ",\n".join(f"  {dump(n)}" for n in data["nodes"])
+    return f'{{{head}, "nodes": [\n{body}\n]}}\n'
+
+
+def _refuse_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not allowed (numbers must be finite)")
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+class _Reader:
+    """Validates graph JSON data field by field; every error names the source and the node."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, msg: str, node: str | None = None) -> FileFormatError:
+        where = f"node {node!r}: " if node is not None else ""
+        return FileFormatError(f"{self.source}: {where}{msg}")
+
+    def shape(self, value: Any, node: str) -> tuple[int, ...]:
+        ok = isinstance(value, list) and all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value
+        )
+        if not ok:
+            raise self.fail(f"'shape' must be a list of positive ints, got {value!r:.80}", node)
+        if math.prod(value) > MAX_NODE_VALUES:
+            raise self.fail(f"shape {value} declares more than {MAX_NODE_VALUES} values", node)
+        return tuple(value)
+
+    def attr(self, value: Any, node: str, depth: int = 0) -> Any:
+        if depth > 8:
+            raise self.fail("attribute values are nested too deeply", node)
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, list):
+            return tuple(self.attr(v, node, depth + 1) for v in value)
+        raise self.fail(
+            f"attribute values must be numbers, text, null or lists, got {type(value).__name__}",
+            node,
+        )
+
+    def const_value(self, value: Any, shape: tuple, node: str) -> Any:
+        def numeric(v: Any) -> bool:
+            if isinstance(v, list):
+                return all(numeric(u) for u in v)
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        if not numeric(value):
+            raise self.fail("'value' must be a number or nested lists of numbers", node)
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except ValueError:
+            raise self.fail("'value' is a ragged nested list", node) from None
+        if array.shape != shape:
+            raise self.fail(f"'value' has shape {array.shape} but 'shape' says {shape}", node)
+        return float(array) if array.shape == () else array
+
+    def graph(self, data: Any) -> Graph:
+        if not isinstance(data, dict):
+            raise self.fail("a graph file must hold a JSON object")
+        if data.get("format") != GRAPH_FORMAT:
+            raise self.fail(f"not a pcgraph graph file ('format' must be {GRAPH_FORMAT!r})")
+        version = data.get("version")
+        if version != VERSION or isinstance(version, bool):
+            raise self.fail(f"graph format version {version!r}; this pcgraph reads {VERSION}")
+        unknown = set(data) - _TOP_FIELDS
+        if unknown:
+            raise self.fail(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_TOP_FIELDS)}")
+        name, loss, nodes = data.get("name"), data.get("loss"), data.get("nodes")
+        if not isinstance(name, str) or not name:
+            raise self.fail("'name' must be a non-empty string")
+        if not isinstance(nodes, list):
+            raise self.fail("'nodes' must be a list")
+        g = Graph(name)
+        for i, entry in enumerate(nodes):
+            self.node(g, i, entry)
+        if not isinstance(loss, str) or loss not in g.nx:
+            raise self.fail(f"'loss' must name one of the nodes, got {loss!r:.80}")
+        try:
+            g.set_loss(loss)
+        except GraphError as e:
+            raise self.fail(str(e), loss) from None
+        return g
+
+    def node(self, g: Graph, i: int, entry: Any) -> None:
+        if not isinstance(entry, dict):
+            raise self.fail(f"node entry {i} is not a JSON object")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise self.fail(f"node entry {i} has no valid 'name' (a non-empty string)")
+        if name in g.nx:
+            raise self.fail("the name is used twice", name)
+        kind = entry.get("kind")
+        if kind not in _LEAF_FIELDS:
+            raise self.fail(
+                f"unknown kind {kind!r:.40}; expected op or {', '.join(LEAF_KINDS)}", name
+            )
+        unknown = set(entry) - _LEAF_FIELDS[kind]
+        if unknown:
+            raise self.fail(
+                f"unknown field(s) {sorted(unknown)} for a node of kind {kind}; "
+                f"allowed: {sorted(_LEAF_FIELDS[kind])}",
+                name,
+            )
+        if "shape" not in entry and kind != "op":
+            raise self.fail("'shape' is missing", name)
+        shape = self.shape(entry["shape"], name) if "shape" in entry else None
+        if kind in ("input", "target"):
+            dtype = entry.get("dtype", "float")
+            if dtype not in ("float", "int64"):
+                raise self.fail(f"'dtype' must be 'float' or 'int64', got {dtype!r:.40}", name)
+            g.nx.add_node(name, kind=kind, shape=shape, dtype=dtype, batched=True)
+            return
+        if kind in ("param", "const") and entry.get("dtype", "float") != "float":
+            raise self.fail(f"a {kind} has dtype 'float', got {entry.get('dtype')!r:.40}", name)
+        if kind == "param":
+            init = entry.get("init")
+            if init is not None and (not isinstance(init, str) or init not in INITIALIZERS):
+                raise self.fail(
+                    f"unknown init {init!r:.60}; files may name only {', '.join(INITIALIZERS)}",
+                    name,
+                )
+            g.nx.add_node(name, kind="param", shape=shape, dtype="float", batched=False, init=init)
+            return
+        if kind == "const":
+            if "value" not in entry:
+                raise self.fail("'value' is missing", name)
+            value = self.const_value(entry["value"], shape, name)  # type: ignore[arg-type]
+            g.nx.add_node(
+                name, kind="const", shape=shape, dtype="float", batched=False, value=value
+            )
+            return
+        self.op_node(g, name, entry, shape)
+
+    def op_node(self, g: Graph, name: str, entry: dict, shape: tuple | None) -> None:
+        op = entry.get("op")
+        if not isinstance(op, str) or op not in OPS:
+            raise self.fail(f"unknown op {op!r:.60}; known ops: {', '.join(sorted(OPS))}", name)
+        operands = entry.get("operands")
+        if not isinstance(operands, list) or not all(isinstance(o, str) for o in operands):
+            raise self.fail("'operands' must be a list of node names", name)
+        for o in operands:
+            if o not in g.nx:
+                # Operands must come earlier in the file: this also rules out cycles.
+                raise self.fail(f"operand {o!r:.60} is not a node listed before it", name)
+        attrs = entry.get("attrs", {})
+        if not isinstance(attrs, dict):
+            raise self.fail("'attrs' must be a JSON object", name)
+        attrs = {k: self.attr(v, name) for k, v in attrs.items()}
+        try:
+            info = infer(OPS[op], name, operands, [g.nx.nodes[o] for o in operands], attrs)
+        except GraphError as e:
+            raise self.fail(str(e)) from None
+        if shape is not None and tuple(info["shape"]) != shape:
+            raise self.fail(
+                f"'shape' says {list(shape)} but {op} of its operands gives {list(info['shape'])}",
+                name,
+            )
+        if "dtype" in entry and entry["dtype"] != info["dtype"]:
+            raise self.fail(
+                f"'dtype' says {entry['dtype']!r:.40} but {op} gives {info['dtype']!r}", name
+            )
+        g.nx.add_node(name, kind="op", op=op, **info)
+        for pos, o in enumerate(operands):
+            g.nx.add_edge(o, name, pos=pos)
+
+
+def graph_from_json(text: str | bytes, source: str = "<graph JSON>") -> Graph:
+    """The ``Graph`` a JSON text describes; ``FileFormatError`` names ``source``, the node and
+    the fault for malformed or hostile content (nothing in it is ever evaluated or imported)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FileFormatError(f"{source}: not UTF-8 text ({e})") from None
+    if not isinstance(text, str):
+        raise FileFormatError(f"{source}: graph JSON must be text, got {type(text).__name__}")
+    if len(text) > MAX_GRAPH_BYTES:
+        raise FileFormatError(f"{source}: larger than {MAX_GRAPH_BYTES} bytes")
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise FileFormatError(f"{source}: JSON nested too deeply") from None
+    except ValueError as e:
+        raise FileFormatError(f"{source}: not valid JSON ({e})") from None
+    return _Reader(source).graph(data)
+
+
+def save_graph(path: PathLike, graph: Graph) -> Path:
+    """Write ``graph`` as a JSON graph file, atomically."""
+    return atomic_write_text(path, graph_to_json(graph))
+
+
+def load_graph(path: PathLike) -> Graph:
+    """Read a JSON graph file; ``FileFormatError`` names the file, the node and the fault."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_GRAPH_BYTES:
+            raise FileFormatError(f"{path}: larger than {MAX_GRAPH_BYTES} bytes")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FileFormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FileFormatError(f"{path}: is a directory, not a graph file") from None
+    except OSError as e:
+        raise FileFormatError(f"{path}: cannot read it ({e})") from None
+    return graph_from_json(raw, source=str(path))
+
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "fingerprint",
+    "save",
+    "load",
+    "Checkpoint",
+    "graph_to_dict",
+    "graph_to_json",
+    "graph_from_json",
+    "save_graph",
+    "load_graph",
+]
