@@ -51,6 +51,14 @@ def _orthogonal(rng: np.random.Generator, shape: tuple) -> np.ndarray:
     return (q if rows >= cols else q.T).reshape(shape)
 
 
+def _lstm_bias(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    # Gates are ordered (input, forget, cell, output); a forget bias of 1 keeps early memory.
+    b = np.zeros(shape)
+    h = shape[0] // 4
+    b[h : 2 * h] = 1.0
+    return b
+
+
 INITIALIZERS: dict[str, Initializer] = {
     "zeros": lambda rng, shape: np.zeros(shape),
     "ones": lambda rng, shape: np.ones(shape),
@@ -63,6 +71,7 @@ INITIALIZERS: dict[str, Initializer] = {
     "lecun_uniform": _scaled("lecun_uniform", "fan_in"),
     "lecun_normal": _scaled("lecun_normal", "fan_in"),
     "orthogonal": _orthogonal,
+    "lstm_bias": _lstm_bias,
 }
 
 

@@ -14,8 +14,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 import pcgraph as pc
 from pcgraph.graph import Graph, Node
 
@@ -161,14 +159,6 @@ def rnn_many_to_one(*, T: int = 28, D: int = 28, H: int = 128, classes: int = 10
     return _classify(g, _linear(g, h, classes, "fc"))
 
 
-def _lstm_bias(rng: np.random.Generator, shape: tuple) -> np.ndarray:
-    # Gates are ordered (input, forget, cell, output); a forget bias of 1 keeps early memory.
-    b = np.zeros(shape)
-    h = shape[0] // 4
-    b[h : 2 * h] = 1.0
-    return b
-
-
 def lstm_many_to_one(*, T: int = 28, D: int = 28, H: int = 128, classes: int = 10) -> Graph:
     """An LSTM unrolled over ``T`` steps, read at the last: x ``(T, D)`` -> ``(classes,)``.
 
@@ -181,7 +171,7 @@ def lstm_many_to_one(*, T: int = 28, D: int = 28, H: int = 128, classes: int = 1
     x = g.input("x", (T, D))
     wx = g.param("lstm.Wx", (D, 4 * H))
     wh = g.param("lstm.Wh", (H, 4 * H))
-    b = g.param("lstm.b", (4 * H,), init=_lstm_bias)
+    b = g.param("lstm.b", (4 * H,), init="lstm_bias")
     h = c = None
     for t in range(T):
         z = x[t] @ wx + b if h is None else x[t] @ wx + h @ wh + b
