@@ -3,8 +3,10 @@ names the node, key, option or setting at fault, and never chains a raw library 
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,6 +70,52 @@ def graph_with(build: Callable[[pc.Graph], Any]) -> Callable[[], Any]:
 
 def x_of(g: pc.Graph, shape: tuple = (4,)) -> pc.Node:
     return g.input("x", shape)
+
+
+def with_file(content: Callable[[Path], Any], action: Callable[[Path], Any]) -> Callable[[], Any]:
+    """Write a file with ``content(path)`` in a fresh folder, then run ``action(path)``."""
+
+    def run() -> Any:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "bad_file"
+            content(path)
+            return action(path)
+
+    return run
+
+
+def checkpoint_bytes(path: Path) -> bytes:
+    p = prog()
+    pc.save(path.with_suffix(".npz"), p.init_params(0), program=p)
+    return path.with_suffix(".npz").read_bytes()
+
+
+def truncated(path: Path) -> None:
+    path.write_bytes(checkpoint_bytes(path)[:200])
+
+
+def corrupted(path: Path) -> None:
+    data = bytearray(checkpoint_bytes(path))
+    data[len(data) // 2 : len(data) // 2 + 16] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+
+
+def other_graph(path: Path) -> None:
+    p = pc.compile(small("other"), dtype="float64")
+    pc.save(path.with_suffix(".npz"), p.init_params(0), program=p)
+    path.write_bytes(path.with_suffix(".npz").read_bytes())
+
+
+def load_into_other(path: Path) -> Any:
+    g = small("other")
+    g.set_loss(pc.mse(g.node("h"), g.target("t", (3,))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pc.load(path, pc.compile(g, dtype="float64"))
+
+
+def graph_json_with_unknown_op(path: Path) -> None:
+    path.write_text(small().to_json().replace('"tanh"', '"tanhh"'))
 
 
 CASES: list[tuple[str, Callable[[], Any], type, str]] = [
@@ -377,6 +425,49 @@ CASES: list[tuple[str, Callable[[], Any], type, str]] = [
         step_with(optimizer=pc.optim.SGD(lr=0.1), on_nonfinite="ignore"),
         pc.OptionError,
         "on_nonfinite='ignore'",
+    ),
+    # files
+    (
+        "truncated checkpoint",
+        with_file(truncated, lambda p: pc.load(p)),
+        pc.FileFormatError,
+        "bad_file",
+    ),
+    (
+        "corrupted checkpoint",
+        with_file(corrupted, lambda p: pc.load(p)),
+        pc.FileFormatError,
+        "bad_file",
+    ),
+    (
+        "checkpoint for another graph",
+        with_file(other_graph, load_into_other),
+        pc.FileFormatError,
+        "bad_file",
+    ),
+    (
+        "not a checkpoint",
+        with_file(lambda p: p.write_text("hello"), lambda p: pc.load(p)),
+        pc.FileFormatError,
+        "bad_file",
+    ),
+    (
+        "malformed graph JSON",
+        with_file(lambda p: p.write_text("{nodes: ["), lambda p: pc.load_graph(p)),
+        pc.FileFormatError,
+        "bad_file",
+    ),
+    (
+        "unknown op in graph JSON",
+        with_file(graph_json_with_unknown_op, lambda p: pc.load_graph(p)),
+        pc.FileFormatError,
+        "bad_file.*tanhh",
+    ),
+    (
+        "graph JSON of the wrong type",
+        with_file(lambda p: p.write_text("[1, 2, 3]"), lambda p: pc.load_graph(p)),
+        pc.FileFormatError,
+        "bad_file",
     ),
     # environment
     (
