@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import networkx as nx
-import numpy as np
 
 from .errors import GraphError, ShapeError
 from .init import INITIALIZERS, InitSpec
@@ -426,5 +425,7 @@ def one_hot(ids: Node, classes: int, name: str | None = None) -> Node:
         raise GraphError(f"one_hot needs a node of integer ids, got {ids!r}")
     if not isinstance(classes, numbers.Integral) or isinstance(classes, bool) or classes < 1:
         raise GraphError(f"one_hot: classes must be a positive int, got {classes!r}")
+    import numpy as np  # the identity matrix constant; the graph side imports no array library
+
     eye = ids.graph.const(np.eye(int(classes)))
     return ids.graph.op("embedding", ids, eye, name=name)

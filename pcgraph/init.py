@@ -1,19 +1,27 @@
 """Parameter initialisers: ``(rng, shape) -> numpy array`` of float64, cast by the program.
 
 Fans follow the layouts of ``spec/conventions.md``: a matrix ``(in, out)``; a tensor of rank >= 3
-is ``(out, in, *kernel)`` as for convolution weights.
+is ``(out, in, *kernel)`` as for convolution weights.  NumPy is imported inside the initialisers
+only: the DSL checks init names against this table, and the graph side imports no array library.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-Initializer = Callable[[np.random.Generator, tuple], np.ndarray]
+Initializer = Callable[["np.random.Generator", tuple], "np.ndarray"]
 InitSpec = Union[str, Initializer]
+
+
+def _numpy():  # noqa: ANN202
+    import numpy
+
+    return numpy
 
 
 def fans(shape: tuple) -> tuple[int, int]:
@@ -42,6 +50,8 @@ def _scaled(kind: str, mode: str) -> Initializer:
 
 
 def _orthogonal(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    import numpy as np
+
     if len(shape) < 2:
         return rng.normal(0.0, 1.0, size=shape)
     rows, cols = shape[0], math.prod(shape[1:])
@@ -52,6 +62,8 @@ def _orthogonal(rng: np.random.Generator, shape: tuple) -> np.ndarray:
 
 
 def _lstm_bias(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    import numpy as np
+
     # Gates are ordered (input, forget, cell, output); a forget bias of 1 keeps early memory.
     b = np.zeros(shape)
     h = shape[0] // 4
@@ -60,8 +72,8 @@ def _lstm_bias(rng: np.random.Generator, shape: tuple) -> np.ndarray:
 
 
 INITIALIZERS: dict[str, Initializer] = {
-    "zeros": lambda rng, shape: np.zeros(shape),
-    "ones": lambda rng, shape: np.ones(shape),
+    "zeros": lambda rng, shape: _numpy().zeros(shape),
+    "ones": lambda rng, shape: _numpy().ones(shape),
     "normal": lambda rng, shape: rng.normal(0.0, 0.01, size=shape),
     "uniform": lambda rng, shape: rng.uniform(-0.05, 0.05, size=shape),
     "glorot_uniform": _scaled("glorot_uniform", "avg"),
