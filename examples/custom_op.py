@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"   epoch {epoch}: test accuracy {algo} {acc[algo]:.4f}, bp {acc['bp']:.4f}, "
             f"max |p_{algo} - p_bp| = {max_diff(params[algo], params['bp']):.3e}"
-            f"   ({time.perf_counter() - start:.1f} s)"
+            f"   ({time.perf_counter() - start:.2f} s)"
         )
     print(
         f"{algo} vs bp with swish: max |p_{algo} - p_bp| = {max_diff(params[algo], params['bp']):.3e}"

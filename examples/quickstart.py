@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{epoch:>5} {np.mean(losses[algo]):>12.6f} {np.mean(losses['bp']):>10.6f} "
             f"{acc[algo]:>10.4f} {acc['bp']:>8.4f}   max |p_{algo} - p_bp| = "
-            f"{max_diff(params[algo], params['bp']):.3e}   ({time.perf_counter() - start:.1f} s)"
+            f"{max_diff(params[algo], params['bp']):.3e}   ({time.perf_counter() - start:.2f} s)"
         )
     divergence = max_diff(params[algo], params["bp"])
     print(f"\n{algo} vs bp after {epochs} epoch(s): max |p_{algo} - p_bp| = {divergence:.3e}")
