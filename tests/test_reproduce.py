@@ -90,7 +90,7 @@ def test_ablation_every_dropped_condition_diverges(reports: dict[str, str]) -> N
         assert number(by["Z-IL, all three conditions"]["1 update, float64"]) <= 1e-10
         assert number(by["Z-IL, literal dense dynamics"]["1 update, float64"]) <= 1e-10
         ablated = [r for r in table if r["variant"].startswith("no C")]
-        assert len(ablated) == 6
+        assert len(ablated) == 7
         assert all(number(r["1 update, float64"]) > 1e-6 for r in ablated)
 
 

@@ -94,6 +94,7 @@ ALGORITHMS: list[tuple[str, str, dict[str, Any]]] = [
     ("FPA (20 sweeps, rate 0.1)", "fpa", {"steps": 20, "rate": 0.1}),
 ]
 FLOAT64 = ("BP", "Z-IL")
+SHORT = dict(zip((a[0] for a in ALGORITHMS), ("BP", "Z-IL", "IL", "FPA D,1", "FPA 20,0.1")))
 
 
 def sizes(quick: bool) -> tuple[int, int, int]:
@@ -280,7 +281,7 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
                 [100 * r.accuracy for r in mine],
                 color=["C0", "C1", "C2", "C3", "C4"][: len(mine)],
             )
-            ax.set_xticks(range(len(mine)), [r.algorithm.split(" (")[0] for r in mine])
+            ax.set_xticks(range(len(mine)), [SHORT[r.algorithm] for r in mine])
             ax.tick_params(axis="x", labelrotation=60, labelsize=7)
             ax.set_title(arch.key, fontsize=9)
             ax.set_ylim(0, 100)

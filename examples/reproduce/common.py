@@ -235,6 +235,8 @@ def report(
 ) -> str:
     """Write ``out/NAME.md`` (title, command, set-up, body) and return its text."""
     command = f"python -m examples.reproduce.{name}" + (" --quick" if quick else "")
+    if Path(out) != DEFAULT_OUT:
+        command += f" --out {out}"
     head = [
         f"# {title}",
         "",

@@ -79,24 +79,27 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         for lr in LRS
     ]
 
+    top = 50.0  # losses above this, and diverged runs, are drawn as crosses at the top
+
     def draw(fig: Any) -> None:
         axes = fig.subplots(1, len(regimes), sharey=True)
         for ax, (b, epochs) in zip(axes, regimes):
-            for label, _, _ in ALGORITHMS:
+            for i, (label, _, _) in enumerate(ALGORITHMS):
                 ys = []
                 for lr in LRS:
                     loss, failed = results[(b, label, lr)]
-                    ys.append(np.nan if failed or not math.isfinite(loss) else loss)
-                ax.plot(LRS, ys, marker="o", label=label)
+                    ok = not failed and math.isfinite(loss) and loss < top
+                    ys.append(loss if ok else np.nan)
+                ax.plot(LRS, ys, marker="o", color=f"C{i}", label=label)
                 bad = [lr for lr, y in zip(LRS, ys) if np.isnan(y)]
-                if bad:
-                    ax.plot(bad, [30.0] * len(bad), "x", color=ax.lines[-1].get_color())
+                ax.plot(bad, [top * 1.3**i] * len(bad), "x", color=f"C{i}", markersize=9)
             ax.axhline(start_loss, color="grey", lw=0.8, ls="--", label="at start")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.set_ylim(0.1, top * 3)
             ax.set_title(f"batch {b}, {epochs} epoch(s) over {n} examples", fontsize=9)
             ax.set_xlabel("learning rate")
-        axes[0].set_ylabel("final training loss (x: diverged)")
+        axes[0].set_ylabel(f"final training loss (x: diverged or > {top:g})")
         axes[0].legend(fontsize=8)
 
     image = common.figure(out, NAME, draw, (10, 3.5))
