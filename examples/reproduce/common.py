@@ -224,6 +224,13 @@ def threads() -> str:
     return "BLAS default"
 
 
+def _load() -> str:
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def report(
     out: Path,
     name: str,
@@ -245,7 +252,8 @@ def report(
         *(f"- {k}: {v}" for k, v in setup.items()),
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, {threads()}; Python "
         f"{platform.python_version()}, NumPy {np.__version__}, pcgraph {pc.__version__}; "
-        f"{datetime.date.today().isoformat()}",
+        f"{datetime.date.today().isoformat()}; load average {_load()} at the end (other "
+        "processes on the machine slow the wall time)",
         "",
     ]
     text = "\n".join(head) + "\n" + body.rstrip() + "\n"
