@@ -216,12 +216,21 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def threads() -> str:
-    """The BLAS thread setting as the environment states it."""
+def _threads() -> str:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if os.environ.get(var):
             return f"{var}={os.environ[var]}"
-    return "BLAS default"
+    return "BLAS default threads"
+
+
+# Read when NumPy has just been loaded: what the BLAS actually uses.  (Importing the benchmark
+# harness later sets these variables, too late to change anything.)
+_THREADS = _threads()
+
+
+def threads() -> str:
+    """The BLAS thread setting as the environment stated it when this module was imported."""
+    return _THREADS
 
 
 def _load() -> str:
