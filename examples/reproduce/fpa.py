@@ -3,8 +3,8 @@
 The claim (Rosenbaum 2022, "On the relationship between predictive coding and backpropagation",
 arXiv 2106.13082v6; Torch2PC's FixedPred and Strict): under the fixed prediction assumption
 (FPA) with step size 1, the errors equal BP's deltas after as many sweeps as the network is deep,
-so the parameter updates are exactly the gradient; with a smaller step they converge to it
-geometrically.  Strict predictive coding (IL: predictions recomputed at every step) converges to
+so the parameter updates are exactly the gradient; with a smaller step they converge to it as
+the steps grow.  Strict predictive coding (IL: predictions recomputed at every step) converges to
 a fixed point whose updates only approximate the gradient.
 
 Here: a 784-128-128-128-10 tanh MLP on one batch of 64 MNIST images, in float64; the error is

@@ -108,9 +108,9 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         f"Z-IL / BP ranges over {min(zil):.2f}-{max(zil):.2f} here; the paper reports "
         f"{min(p[1] / p[2] for p in PAPER.values()):.3f}-"
         f"{max(p[1] / p[2] for p in PAPER.values()):.3f} (on a GPU, with its own models).",
-        f"IL with 20 inference steps costs {min(il):.0f}-{max(il):.0f}x BP here; the paper "
-        "reports IL roughly 100-200x slower (its IL runs inference to convergence, more steps "
-        "than 20).",
+        f"IL with 20 inference steps costs {min(il):.0f}-{max(il):.0f}x BP here; the paper is "
+        "quoted (second-hand) as reporting IL roughly 100-200x slower; IL run to convergence "
+        "takes far more than 20 steps (see the fpa experiment).",
     ]
     body = "\n".join(
         [
