@@ -1,0 +1,1 @@
+"""Runnable examples: ``examples/demo.py`` and the paper reproductions in ``examples.reproduce``."""

@@ -1,0 +1,143 @@
+"""Milliseconds per weight update of BP, Z-IL, FPA and IL on the networks of ``accuracy``.
+
+The claim (Salvatori et al., AAAI 2022, "Reverse Differentiation via Predictive Coding"): Z-IL
+costs what BP costs, within a few percent, while IL is about two orders of magnitude slower.
+Here one update is ``Program.train_step`` (forward, the algorithm's schedule, the SGD update) on
+a real MNIST batch in float32; the runs of one network are interleaved (A B C D A B C D ...)
+by ``benchmarks.run.interleaved`` and reported as medians after a warm-up.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pcgraph as pc
+from examples.reproduce import common
+from examples.reproduce.accuracy import ARCHS
+from pcgraph.algorithms.pc import structure
+
+NAME = "runtime"
+
+ALGORITHMS: list[tuple[str, str, dict[str, Any]]] = [
+    ("BP", "bp", {}),
+    ("Z-IL", "zil", {}),
+    ("FPA (depth sweeps)", "fpa", {"rate": 1.0}),
+    ("IL (20 steps)", "il", {"steps": 20}),
+]
+
+# The AAAI 2022 paper's runtimes (ms per update, on a GPU), as quoted in shared/science.md
+# (second-hand: not checked against the paper here): network -> (its model, Z-IL, BP).
+PAPER = {
+    "mlp": ("MLP", 3.81, 3.72),
+    "cnn": ("AlexNet", 8.86, 8.61),
+    "rnn": ("many-to-one RNN", 5.67, 5.64),
+    "resnet": ("ResNet-18", 12.53, 12.43),
+    "transformer": ("1-layer Transformer", 20.53, 20.43),
+}
+
+
+def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
+    """Run the experiment; write ``out/runtime.md`` and ``out/runtime.png``; return the text."""
+    from benchmarks.run import interleaved  # the benchmark harness's timer (sets no threads late)
+
+    start = time.perf_counter()
+    repeats, warmup = (1, 1) if quick else (15, 3)
+    base, note = common.mnist(quick, 256, 16)
+    rows, medians = [], {}
+    for arch in ARCHS:
+        ds = common.pool2(base) if arch.pool else base
+        prog = pc.compile(arch.build(), dtype="float32")
+        params = prog.init_params(seed=0)
+        x, y = next(ds.batches(arch.batch, seed=0))
+        feed = {"x": x.reshape((-1, *arch.shape)), "y": y}
+        fns = {}
+        for label, algo, opts in ALGORITHMS:
+            opt = pc.optim.SGD(lr=1e-4)
+            fns[label] = lambda a=algo, o=opts, s=opt: prog.train_step(
+                params, feed, algorithm=a, optimizer=s, **o
+            )
+        med = {k: v * 1e3 for k, v in interleaved(fns, repeats, warmup).items()}
+        medians[arch.key] = med
+        paper, p_zil, p_bp = PAPER[arch.key]
+        depth = structure(prog.compiled).depth
+        rows.append(
+            [
+                arch.label,
+                f"{arch.batch}",
+                f"{depth}",
+                *(f"{med[lab]:.2f}" for lab, _, _ in ALGORITHMS),
+                f"{med['Z-IL'] / med['BP']:.2f}",
+                f"{med['FPA (depth sweeps)'] / med['BP']:.1f}",
+                f"{med['IL (20 steps)'] / med['BP']:.1f}",
+                f"{paper}: {p_zil} / {p_bp} = {p_zil / p_bp:.3f}",
+            ]
+        )
+    head = [
+        "network",
+        "batch",
+        "depth",
+        *(f"{lab} ms" for lab, _, _ in ALGORITHMS),
+        "Z-IL / BP",
+        "FPA / BP",
+        "IL / BP",
+        "paper: Z-IL / BP ms",
+    ]
+
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        keys = [a.key for a in ARCHS]
+        width = 0.8 / len(ALGORITHMS)
+        for i, (label, _, _) in enumerate(ALGORITHMS):
+            ax.bar(
+                [k + (i - 1.5) * width for k in range(len(keys))],
+                [medians[key][label] for key in keys],
+                width=width,
+                label=label,
+            )
+        ax.set_xticks(range(len(keys)), keys)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per weight update (median)")
+        ax.legend(fontsize=8)
+
+    image = common.figure(out, NAME, draw, (8, 3.5))
+    zil = [medians[a.key]["Z-IL"] / medians[a.key]["BP"] for a in ARCHS]
+    il = [medians[a.key]["IL (20 steps)"] / medians[a.key]["BP"] for a in ARCHS]
+    claims = [
+        f"Z-IL / BP ranges over {min(zil):.2f}-{max(zil):.2f} here; the paper reports "
+        f"{min(p[1] / p[2] for p in PAPER.values()):.3f}-"
+        f"{max(p[1] / p[2] for p in PAPER.values()):.3f} (on a GPU, with its own models).",
+        f"IL with 20 inference steps costs {min(il):.0f}-{max(il):.0f}x BP here; the paper is "
+        "quoted (second-hand) as reporting IL roughly 100-200x slower; IL run to convergence "
+        "takes far more than 20 steps (see the fpa experiment).",
+    ]
+    body = "\n".join(
+        [
+            "Median ms per weight update (train step including the SGD update, float32, one "
+            f"real MNIST batch), {repeats} interleaved repeats after {warmup} warm-up rounds.  "
+            "'depth' is the longest path to the output in vertices, the number of FPA sweeps.  "
+            "The paper's column is from the AAAI 2022 runtime table as quoted in "
+            "shared/science.md (a GPU, and AlexNet/ResNet-18 where we use a LeNet and a small "
+            "ResNet): compare ratios, not milliseconds.",
+            "",
+            common.table(head, rows),
+            "",
+            "## Claims",
+            "",
+            *(f"- {c}" for c in claims),
+            "",
+            image or "",
+            "",
+        ]
+    )
+    setup = {"data": note + " (one batch per network)"}
+    return common.report(
+        out, NAME, "Runtime per weight update", quick, setup, body, time.perf_counter() - start
+    )
+
+
+main = common.cli(NAME, run, __doc__)
+
+if __name__ == "__main__":
+    raise SystemExit(main())
