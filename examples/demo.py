@@ -13,13 +13,20 @@ from pcgraph.cli import main
 
 ARGS = [
     "compare",
-    "--model", "mlp",
-    "--model-args", "sizes=(64,64,10),activation=tanh",
-    "--data", "digits",
-    "--algorithms", "bp,zil,il,fpa",
-    "--epochs", "8",
-    "--lr", "0.1",
-    "--out", "runs/demo",
+    "--model",
+    "mlp",
+    "--model-args",
+    "sizes=(64,64,10),activation=tanh",
+    "--data",
+    "digits",
+    "--algorithms",
+    "bp,zil,il,fpa",
+    "--epochs",
+    "8",
+    "--lr",
+    "0.1",
+    "--out",
+    "runs/demo",
 ]
 
 if __name__ == "__main__":

@@ -965,6 +965,39 @@ def _configure_verify(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _configure_reproduce(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "name",
+        choices=("accuracy", "ablation", "runtime", "stability", "fpa"),
+        help="the experiment",
+    )
+    p.add_argument("--quick", action="store_true", help="a seconds-long version (as in CI)")
+    p.add_argument(
+        "--out",
+        default="runs/reproduce",
+        metavar="DIR",
+        help="where the table and plots go (default: runs/reproduce)",
+    )
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import importlib
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    root = _Path(__file__).resolve().parent.parent
+    if not (root / "examples" / "reproduce").is_dir():
+        raise OptionError(
+            "pcgraph reproduce needs a source checkout: examples/reproduce is not "
+            f"next to the installed package ({root})"
+        )
+    if str(root) not in _sys.path:
+        _sys.path.insert(0, str(root))
+    reproduce = importlib.import_module("examples.reproduce")
+    print(reproduce.run(args.name, quick=args.quick, out=args.out))
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command(
         "train a model with one algorithm",
@@ -1022,7 +1055,16 @@ COMMANDS: dict[str, Command] = {
         cmd_verify,
         ("pcgraph verify --graph my_model.py:build", "pcgraph verify --model lenet --data mnist"),
     ),
-    # "reproduce" goes here: one more Command(help, description, configure, run, examples).
+    "reproduce": Command(
+        "re-run one of the seed papers' experiments (examples/reproduce)",
+        "Run an experiment of examples/reproduce: accuracy, ablation, runtime, stability or fpa.\n"
+        "Prints its Markdown table and writes it, with its plots, to --out. --quick runs a\n"
+        "seconds-long version; the full mode is what examples/reproduce/RESULTS.md records.\n"
+        "Needs a source checkout of pcgraph (the experiments live in its examples/ folder).",
+        _configure_reproduce,
+        cmd_reproduce,
+        ("pcgraph reproduce accuracy --quick", "pcgraph reproduce ablation --out runs/ablation"),
+    ),
 }
 
 

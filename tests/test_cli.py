@@ -102,8 +102,11 @@ def fake_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_help_of_every_command(command: str, capsys: pytest.CaptureFixture) -> None:
     code, out, _ = run([command, "--help"], capsys)
     assert code == 0
-    assert "--model" in out and "--graph" in out and "examples:" in out
+    assert "examples:" in out
+    if command != "reproduce":  # the one command that takes no model
+        assert "--model" in out and "--graph" in out
     for flag in {
+        "reproduce": ["--quick", "--out", "accuracy"],
         "train": ["--algorithm", "--epochs", "--batch-size", "--lr", "--optimizer", "--out"],
         "compare": ["--algorithms", "--epochs", "--out"],
         "schedule": ["--algorithm", "--algo-option"],
@@ -429,3 +432,14 @@ def test_input_shapes_fitted_to_the_data() -> None:
     assert cli._fit_shape((1, 28, 28), (8, 8)) == (1, 8, 8)
     assert cli._fit_shape((64,), (40,)) == (40,)
     assert cli._fit_shape(None, (8, 8)) == (8, 8)
+
+
+def test_reproduce_runs_an_experiment_in_quick_mode(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    assert cli.main(["reproduce", "fpa", "--quick", "--out", str(tmp_path)]) == 0
+    assert "|" in capsys.readouterr().out
+    assert (tmp_path / "fpa.md").exists()
+
+
+def test_reproduce_refuses_an_unknown_experiment(capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run(["reproduce", "everything"], capsys)
+    assert code == 2 and "invalid choice: 'everything'" in err
