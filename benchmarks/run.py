@@ -239,8 +239,8 @@ def render(rows: list[dict], extra: dict[str, str], gemm: float, header: dict[st
     lines += [f"- float32 GEMM (1024^2): {gemm / 1e9:.0f} GFLOP/s", ""]
     lines += [
         "| network | algorithm | ms/step (median) | / PyTorch | / hand NumPy | GEMM rate "
-        "| zil / bp |",
-        "|---|---|---|---|---|---|---|",
+        "| zil / bp time | zil / bp peak memory |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
 
@@ -251,7 +251,7 @@ def render(rows: list[dict], extra: dict[str, str], gemm: float, header: dict[st
         lines.append(
             f"| {r['network']} | {r['algorithm']} | {r['ms']:.3f} | "
             f"{fmt('vs torch', '.2f')} | {fmt('vs numpy', '.2f')} | {gem} | "
-            f"{fmt('zil/bp', '.3f')} |"
+            f"{fmt('zil/bp', '.3f')} | {r.get('mem', '')} |"
         )
     lines += [""] + [f"- {k}: {v}" for k, v in extra.items()] + [""]
     return "\n".join(lines)
