@@ -81,13 +81,19 @@ def random_batch(g: pc.Graph, size: int, seed: int = 0) -> dict:
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each function, timed in turn A B A B ... after a warm-up."""
+    """Median seconds per call of each function, timed in rounds (A B C, C A B, ...) after a warm-up.
+
+    Each round runs every function once, in a fresh seeded random order: a function that always
+    ran right after one sharing its arrays would find them in cache and look faster than it is.
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    order = np.random.default_rng(0)
     for _ in range(repeats):
-        for name, fn in fns.items():
+        for name in order.permutation(list(fns)):
+            fn = fns[name]
             gc.disable()
             t = time.perf_counter()
             fn()
