@@ -57,6 +57,9 @@ def torch_rules() -> dict:
         "gelu": lambda a, lead: F.gelu(a, approximate="tanh"),
         "identity": lambda a, lead: a,
         "matmul": lambda a, b, lead: torch.matmul(a, b),
+        "linear": lambda x, w, b, lead: (
+            torch.addmm(b, x, w) if x.ndim == 2 else torch.matmul(x, w) + b
+        ),
         "sum": lambda a, lead, axis, keepdims: a.sum(dim=ax(axis, lead), keepdim=keepdims),
         "mean": lambda a, lead, axis, keepdims: a.mean(dim=ax(axis, lead), keepdim=keepdims),
         "softmax": lambda a, lead, axis: torch.softmax(a, dim=axis + lead),

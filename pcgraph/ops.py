@@ -304,6 +304,60 @@ register(
 )
 
 
+# --------------------------------------------------------------------------- linear
+def _linear_shape(shapes: list, batched: list) -> Shape:
+    x, w, b = (tuple(s) for s in shapes)
+    if batched[1] or batched[2]:
+        raise ValueError("the weight and the bias of linear must be unbatched (parameters)")
+    if len(w) != 2 or not x:
+        raise ValueError(f"linear needs x of rank >= 1 and a (in, out) weight, got {x} and {w}")
+    if x[-1] != w[0]:
+        raise ValueError(f"x's last axis {x[-1]} differs from the weight's input size {w[0]}")
+    if b != (w[1],):
+        raise ValueError(f"the bias must have shape ({w[1]},) (the weight's outputs), got {b}")
+    return x[:-1] + (w[1],)
+
+
+def _rows(xp: Any, a: Any) -> Any:
+    """``a`` as a matrix of its last axis: one GEMM for every leading axis, not one per row."""
+    return xp.reshape(a, (-1, a.shape[-1])) if a.ndim != 2 else a
+
+
+def _linear_forward(xp: Any, xs: list) -> Any:
+    x, w, b = xs
+    out = xp.matmul(_rows(xp, x), w)
+    out += b  # in place: ``out`` is fresh, so this saves the bias-add's temporary
+    return xp.reshape(out, tuple(x.shape[:-1]) + (w.shape[1],)) if x.ndim != 2 else out
+
+
+def _linear_vjp(xp: Any, i: int, g: Any, out: Any, xs: list) -> Any:
+    x, w, _ = xs
+    if i == 0:
+        gx = xp.matmul(_rows(xp, g), xp.matrix_transpose(w))
+        return xp.reshape(gx, tuple(x.shape)) if x.ndim != 2 else gx
+    if i == 1:
+        return xp.matmul(xp.matrix_transpose(_rows(xp, x)), _rows(xp, g))
+    return xp.sum(_rows(xp, g), axis=0)
+
+
+register(
+    OpDef(
+        name="linear",
+        arity=3,
+        summary="x @ W + b over x's last axis (one vertex for a dense layer's affine map)",
+        shape=_linear_shape,
+        forward=_linear_forward,
+        vjp=_linear_vjp,
+        examples=(
+            Example(((4,), (4, 3), (3,)), (True, False, False)),
+            Example(((2, 4), (4, 3), (3,)), (True, False, False)),
+            Example(((2, 2, 4), (4, 3), (3,)), (True, False, False)),
+            Example(((4,), (4, 3), (3,)), (False, False, False)),
+        ),
+    )
+)
+
+
 # --------------------------------------------------------------------------- reductions
 def _canon_reduce(attrs: dict, shapes: list) -> dict:
     rank = len(shapes[0])
@@ -1580,17 +1634,29 @@ def _sce_dtypes(shapes: list, dtypes: list) -> None:
 
 def _sce_forward(xp: Any, xs: list) -> Any:
     z, y = xs
-    return -xp.sum(_target_probs(xp, z, y) * _log_softmax(xp, z), axis=_per_example_axes(z))
+    if not xp.isdtype(y.dtype, "integral"):
+        return -xp.sum(y * _log_softmax(xp, z), axis=_per_example_axes(z))
+    # -log_softmax(z)[y] = logsumexp(z) - z[y]: no one-hot matrix and no log of every class.
+    s = z - xp.max(z, axis=-1, keepdims=True)
+    picked = xp.take_along_axis(s, xp.expand_dims(y, axis=-1), axis=-1)[..., 0]
+    loss = xp.log(xp.sum(xp.exp(s), axis=-1)) - picked
+    return xp.sum(loss, axis=_per_example_axes(loss)) if loss.ndim > 1 else loss
 
 
 def _sce_vjp(xp: Any, i: int, g: Any, out: Any, xs: list) -> Any:
     z, y = xs
-    t = _target_probs(xp, z, y)
     ge = _expand_to(xp, g, z.ndim)
-    if i == 0:
-        soft = xp.exp(_log_softmax(xp, z))
-        return unbroadcast(xp, ge * (soft * xp.sum(t, axis=-1, keepdims=True) - t), tuple(z.shape))
-    return unbroadcast(xp, -ge * _log_softmax(xp, z), tuple(y.shape))
+    if i == 1:
+        return unbroadcast(xp, -ge * _log_softmax(xp, z), tuple(y.shape))
+    # softmax(z) * sum(t) - t; in place where the array is fresh (one-hot rows sum to 1).
+    soft = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+    soft /= xp.sum(soft, axis=-1, keepdims=True)
+    if xp.isdtype(y.dtype, "integral"):
+        grad = soft - _target_probs(xp, z, y)
+    else:
+        grad = soft * xp.sum(y, axis=-1, keepdims=True) - y
+    grad *= ge
+    return unbroadcast(xp, grad, tuple(z.shape))
 
 
 register(

@@ -188,6 +188,22 @@ def test_il_prox_stays_stable_where_sgd_backprop_diverges() -> None:
         assert np.isfinite(final["il-prox"]) and final["il-prox"] < 0.9 * start, (lr, final)
 
 
+@pytest.mark.parametrize("layer", ["matmul + add", "linear"])
+def test_il_prox_normalises_every_layer_by_its_presynaptic_activity(layer: str) -> None:
+    g = pc.Graph("prox-" + layer.replace(" ", ""))
+    x = g.input("x", (6,))
+    W0, b0, W1, b1 = (
+        g.param(n, s) for n, s in (("W0", (6, 5)), ("b0", (5,)), ("W1", (5, 3)), ("b1", (3,)))
+    )
+    dense = (lambda h, W, b: h @ W + b) if layer == "matmul + add" else pc.linear
+    h = pc.tanh(dense(x, W0, b0), name="h")
+    g.set_loss(pc.mse(dense(h, W1, b1), g.target("y", (3,))))
+    prog = pc.compile(g, dtype="float64")
+    steps = prog.schedule("il-prox", alpha=0.1).steps
+    norms = {s.param: s.presynaptic for s in steps if isinstance(s, pc.schedule.Normalise)}
+    assert norms == {"W0": ("x",), "b0": ("x",), "W1": ("h",), "b1": ("h",)}
+
+
 def test_zil_schedule_costs_what_backprop_costs() -> None:
     prog, _, _ = setup("residual")
     bp = [s for s in prog.schedule("bp").steps if isinstance(s, pc.schedule.VJP)]

@@ -271,12 +271,14 @@ def dense_sections(
 # ------------------------------------------------------------------ IL-prox helpers
 def presynaptic(c: Compiled, st: PCStructure, node: str | None) -> tuple[str, ...]:
     """The presynaptic activity of a layer: the batched operands of a ``matmul`` (or of the matmul
-    a bias is added to).  Empty for other ops."""
+    a bias is added to), or the input of a ``linear``.  Empty for other ops."""
     if node is None:
         return ()
     spec = c.nodes[node]
     if spec.op == "matmul":
         return tuple(o for o in spec.operands if c.nodes[o].batched)
+    if spec.op == "linear":
+        return tuple(o for o in spec.operands[:1] if c.nodes[o].batched)
     if spec.op in ("add", "sub"):
         for o in spec.operands:
             if c.nodes[o].op == "matmul" and c.nodes[o].batched:

@@ -41,9 +41,12 @@ def _classify(g: Graph, logits: Node) -> Graph:
 def _linear(
     g: Graph, x: Node, n_out: int, name: str, init: str = "glorot_uniform", bias: bool = True
 ) -> Node:
-    """``x @ W + b`` on the last axis: W ``(in, out)``, b ``(out,)`` (if ``bias``)."""
-    h = x @ g.param(f"{name}.W", (x.shape[-1], n_out), init=init)
-    return h + g.param(f"{name}.b", (n_out,)) if bias else h
+    """``x @ W + b`` on the last axis as one vertex named ``name``: W ``(in, out)``, b ``(out,)``
+    (a ``matmul`` vertex without ``bias``)."""
+    W = g.param(f"{name}.W", (x.shape[-1], n_out), init=init)
+    if not bias:
+        return pc.matmul(x, W, name=name)
+    return pc.linear(x, W, g.param(f"{name}.b", (n_out,)), name=name)
 
 
 def _conv(
