@@ -63,6 +63,7 @@ def _fills(module: Any) -> dict[str, Any]:
     extra: dict[str, Callable[..., Any] | type] = {
         "matrix_transpose": lambda x, /: module.swapaxes(x, -1, -2),
         "astype": lambda x, dtype, /, *, copy=True, device=None: x.astype(dtype, copy=copy),
+        "vecdot": lambda x1, x2, /, *, axis=-1: module.sum(x1 * x2, axis=axis),  # real dtypes
         "isdtype": _isdtype,
         "bool": np.bool_,
     }

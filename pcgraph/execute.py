@@ -108,8 +108,16 @@ def _kernel(xp: Any, c: Compiled, step: Any, dtype: Any) -> Callable[[dict, int]
             drive, err = s.pop(node, None), e.get(node)
             if drive is None and err is None:
                 return
-            delta = drive if err is None else (-err if drive is None else drive - err)
-            x[node] = x[node] + rate * delta
+            # ``step`` is a fresh array, so scaling and adding in place writes no stored value.
+            if err is None:
+                step = drive * rate
+            elif drive is None:
+                step = err * -rate
+            else:
+                step = drive - err
+                step *= rate
+            step += x[node]
+            x[node] = step
 
         return run_update
     if kind is GradientUnits:

@@ -191,7 +191,7 @@ def test_cupy_namespace_fills_only_the_missing_array_api_names() -> None:
     xp = array_namespace(fake_cupy())
     renamed = {"pow", "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh"}
     renamed |= {"bitwise_invert", "bitwise_left_shift", "bitwise_right_shift"}
-    used = {"concat", "permute_dims", "matrix_transpose", "astype", "isdtype", "bool"}
+    used = {"concat", "permute_dims", "matrix_transpose", "astype", "isdtype", "bool", "vecdot"}
     assert set(xp.filled) == used | renamed
     assert xp.exp is np.exp and xp.ndarray is np.ndarray  # the rest is the module's own
     a = np.arange(6.0).reshape(2, 3)
@@ -199,6 +199,7 @@ def test_cupy_namespace_fills_only_the_missing_array_api_names() -> None:
     np.testing.assert_array_equal(xp.permute_dims(a, (1, 0)), a.T)
     np.testing.assert_array_equal(xp.concat([a, a], axis=1), np.concatenate([a, a], axis=1))
     assert xp.astype(a, np.float32).dtype == np.float32
+    np.testing.assert_array_equal(xp.vecdot(a, a), np.sum(a * a, axis=-1))
     assert xp.isdtype(np.dtype("int64"), "integral") and not xp.isdtype(a.dtype, "integral")
     assert xp.isdtype(a.dtype, ("bool", "real floating")) and xp.isdtype(a.dtype, np.float64)
     # A module that already has every name (NumPy 2, CuPy 14) is handed over untouched.

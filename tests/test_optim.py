@@ -98,3 +98,19 @@ def test_a_nonfinite_loss_raises_naming_the_node_and_applies_nothing() -> None:
     prog.train_step(params, bad, optimizer=pc.optim.SGD(lr=0.1), on_nonfinite="skip")
     assert prog.skipped == 1
     assert all(np.array_equal(params[k], before[k]) for k in params)
+
+
+def test_huge_but_finite_gradients_are_applied_not_refused() -> None:
+    # |dL/dW| ~ 1e20: finite in float32, but its square is not, so the fast finiteness
+    # check overflows and the scan must find that nothing is wrong.
+    g = pc.Graph("huge")
+    pred = g.input("x", (2,)) @ g.param("W", (2, 1))
+    g.set_loss(pc.mse(pred, g.target("y", (1,))))
+    prog = pc.compile(g, dtype="float32")
+    params = {"W": np.full((2, 1), 1e-21, dtype=np.float32)}
+    batch = {"x": np.full((3, 2), 1e20, dtype=np.float32), "y": np.ones((3, 1), dtype=np.float32)}
+    grad = prog.grads(params, batch)["W"]
+    assert np.all(np.isfinite(grad)) and np.all(np.abs(grad) > 1e19)
+    assert not np.isfinite(np.vdot(grad, grad))
+    prog.train_step(params, batch, optimizer=pc.optim.SGD(lr=1e-42))
+    assert np.all(np.isfinite(params["W"])) and not np.all(params["W"] == np.float32(1e-21))
