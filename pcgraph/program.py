@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,23 @@ def _dtype_name(dtype: Any) -> str:
             f"unknown dtype {dtype!r}; pcgraph computes in {' or '.join(FLOAT_DTYPES)}"
         )
     return name
+
+
+class _CheckedParams(Mapping):
+    """Parameters ``program.check_params`` has validated and converted: read-only, so that the
+    checks need not run again when they are handed on (``train_step`` to an algorithm)."""
+
+    def __init__(self, program: Program, arrays: dict[str, Any]) -> None:
+        self.program, self._arrays = program, arrays
+
+    def __getitem__(self, name: str) -> Any:
+        return self._arrays[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
 
 
 def compile(graph: Graph, backend: str | None = None, dtype: Any = "float32") -> Program:
@@ -52,6 +69,10 @@ class Program:
             for n, s in compiled.nodes.items()
             if s.kind == "const"
         }
+        # Looked up every step: computed once here, not by a walk over every node each time.
+        self._names = {k: tuple(compiled.of_kind(k)) for k in ("param", "input", "target")}
+        self._feedable = frozenset(self._names["input"] + self._names["target"])
+        self._ancestors: dict[tuple[str, ...], set[str]] = {}
 
     # ------------------------------------------------------------------ names
     @property
@@ -60,15 +81,15 @@ class Program:
 
     @property
     def params(self) -> list[str]:
-        return self.compiled.of_kind("param")
+        return list(self._names["param"])
 
     @property
     def inputs(self) -> list[str]:
-        return self.compiled.of_kind("input")
+        return list(self._names["input"])
 
     @property
     def targets(self) -> list[str]:
-        return self.compiled.of_kind("target")
+        return list(self._names["target"])
 
     @property
     def loss_node(self) -> str:
@@ -98,11 +119,15 @@ class Program:
             out[name] = self.backend.asarray(value, self.dtype)
         return out
 
-    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """``params`` as backend arrays of the program's dtype; FeedError names a bad entry."""
+    def check_params(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``params`` as backend arrays of the program's dtype (a read-only mapping); FeedError
+        names a bad entry."""
+        if type(params) is _CheckedParams and params.program is self:
+            return params  # what this method returned, passed on within one call
         if not isinstance(params, Mapping):
             raise FeedError(f"params must be a dict name -> array, got {type(params).__name__}")
-        missing = [p for p in self.params if p not in params]
+        names = self._names["param"]
+        missing = [p for p in names if p not in params]
         if missing:
             raise FeedError(f"params is missing {', '.join(map(repr, missing))}")
         extra = [
@@ -116,14 +141,14 @@ class Program:
                 f"graph's parameters are {', '.join(self.params)}"
             )
         out = {}
-        for name in self.params:
+        for name in names:
             value, shape = params[name], self.compiled.nodes[name].shape
             if tuple(getattr(value, "shape", np.shape(value))) != shape:
                 raise FeedError(
                     f"param {name!r} has shape {tuple(np.shape(value))}, expected {shape}"
                 )
             out[name] = self._to_backend(value, self.dtype, f"param {name!r}")
-        return out
+        return _CheckedParams(self, out)
 
     def _to_backend(self, value: Any, dtype: str, what: str) -> Any:
         native = self.backend.is_native(value)
@@ -142,7 +167,7 @@ class Program:
         """Validate and move a batch to the backend; returns (arrays, batch size)."""
         if not isinstance(batch, Mapping):
             raise FeedError(f"a batch must be a dict name -> array, got {type(batch).__name__}")
-        feedable = set(self.inputs) | set(self.targets)
+        feedable = self._feedable
         for key in batch:
             if key not in feedable:
                 hint = " (it is a parameter: pass it in params)" if key in self.params else ""
@@ -191,7 +216,10 @@ class Program:
         return self.backend.asarray(host, "int64")
 
     def _state(self, params: Mapping, batch: Mapping, targets: list[str]) -> tuple[dict, int]:
-        needed = self.compiled.ancestors(targets)
+        key = tuple(targets)
+        needed = self._ancestors.get(key)
+        if needed is None:
+            needed = self._ancestors[key] = self.compiled.ancestors(targets)
         values, size = self.check_batch(batch, needed)
         values.update(self.check_params(params))
         values.update(self._consts)
@@ -319,7 +347,7 @@ class Program:
                 value = state.get(store, {}).get(name)
                 if value is not None and not finite(value):
                     return f"{label} {name!r}"
-        for name in self.params:
+        for name in self._names["param"]:
             if not finite(grads[name]):
                 return f"the update of param {name!r}"
         return None if finite(state["x"][self.loss_node]) else "the loss"
