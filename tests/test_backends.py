@@ -328,3 +328,30 @@ def test_gpu_train_steps_match_numpy(gpu: str, algorithm: str, make_optimizer: A
     for p in host:
         assert prog.backend.is_native(params[p]), f"{p} left the GPU"
         assert rel_err(pc.to_numpy(params[p]), host[p]) <= 1e-10, p
+
+
+# ------------------------------------------------------------------ the NumPy backend's allocator
+@pytest.mark.parametrize("setting,expected", [(None, True), ("0", False), ("1", True)])
+def test_the_numpy_backend_keeps_its_heap_unless_told_not_to(
+    setting: str | None, expected: bool
+) -> None:
+    """glibc's mmap threshold is raised once per process, on glibc Linux, unless opted out."""
+    import os
+    import platform
+    import subprocess
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("the heap setting applies to glibc only")
+    env = {k: v for k, v in os.environ.items() if k != "PCGRAPH_KEEP_HEAP"}
+    if setting is not None:
+        env["PCGRAPH_KEEP_HEAP"] = setting
+    code = (
+        "import pcgraph as pc\n"
+        "from pcgraph.backends import numpy_backend as nb\n"
+        "assert nb._heap_kept is None  # nothing is done at import\n"
+        "pc.compile(pc.models.mlp(sizes=(3, 2)))\n"
+        "print(nb._heap_kept, nb.keep_heap())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(expected)] * 2
