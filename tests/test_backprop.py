@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import GRAPHS, batch_for, check_program_grads, mlp
+from helpers import ALGORITHM_OPTIONS, GRAPHS, batch_for, check_program_grads, mlp
 
 import pcgraph as pc
+from pcgraph.algorithms import ALGORITHMS, get_algorithm
 
 
 @pytest.mark.parametrize("name", GRAPHS)
@@ -90,3 +91,17 @@ def test_node_order_does_not_depend_on_insertion_order() -> None:
     s1 = str(pc.compile(build(["a", "b"])).schedule("bp"))
     s2 = str(pc.compile(build(["b", "a"])).schedule("bp"))
     assert s1 == s2
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_every_algorithm_keeps_every_stored_array_in_float32(algorithm: str) -> None:
+    g = mlp()
+    prog = pc.compile(g)  # float32
+    algo = get_algorithm(algorithm)
+    opts = algo.resolve({**ALGORITHM_OPTIONS.get(algorithm, {})})
+    grads, extra = algo.grads(prog, prog.init_params(0), batch_for(g), opts)
+    assert {k: v.dtype for k, v in grads.items()} == {k: np.float32 for k in grads}
+    for store, arrays in extra["state"].items():
+        for node, a in arrays.items():
+            if prog.compiled.nodes[node].dtype != "int64":
+                assert a.dtype == np.float32, f"{store}[{node}] is {a.dtype}"

@@ -61,3 +61,21 @@ def test_vjp_matches_finite_differences(name: str, index: int, example: Example)
         assert cot.shape == x.shape, f"operand {i}: cotangent {cot.shape} vs operand {x.shape}"
         an = np.sum(cot * v)
         assert abs(an - fd) <= 1e-6 * max(abs(fd), abs(an), 1e-6), f"operand {i}: {an} vs {fd}"
+
+
+@pytest.mark.parametrize("name,index,example", CASES, ids=[f"{n}-{i}" for n, i, _ in CASES])
+def test_float32_operands_give_float32_values_and_cotangents(
+    name: str, index: int, example: Example
+) -> None:
+    """No rule promotes silently: NumPy 2 turns ``f32 * np.float64(...)`` into float64."""
+    op = OPS[name]
+    node, xs, dtypes = _operands(op, example, np.random.default_rng(index))
+    xs = [x if d == "int64" else x.astype(np.float32) for x, d in zip(xs, dtypes)]
+    lowered = op.lowered(node["attrs"], 1 if node["batched"] else 0)
+    out = op.forward(np, xs, **lowered)
+    assert out.dtype == np.float32, f"forward gives {out.dtype}"
+    g = np.ones(out.shape, dtype=np.float32)
+    for i, d in enumerate(dtypes):
+        if d != "int64":
+            cot = op.vjp(np, i, g, out, xs, **lowered)
+            assert cot.dtype == np.float32, f"operand {i}: cotangent is {cot.dtype}"
