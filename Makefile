@@ -25,9 +25,12 @@ test: lint
 clean:
 	rm -rf $(VENV) build dist *.egg-info
 
-# Benchmarks race PyTorch's CPU build (a benchmark-only dependency, never the library's).
+# Benchmarks race PyTorch's CPU build and PCX, the JAX predictive-coding library (benchmark-only
+# dependencies, never the library's).  PCX needs Python >= 3.11: elsewhere the report has no pcx row.
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q pcx==0.6.3 "jax[cpu]==0.4.38" \
+		|| echo "make bench: PCX not installed (it needs Python >= 3.11); no pcx il row"
 	$(PY) -m benchmarks
 
 # The long fuzzing profile (the CI runs the short one inside `make test`).

@@ -3,6 +3,11 @@
 Compared runs are interleaved (A B A B ...) and reported as medians after a warm-up, with the
 ratio to the peer measured in the same run.  Nothing here is asserted by unit tests; the CI only
 runs ``--smoke`` to keep the harness working.
+
+Where PCX (the JAX predictive-coding library) is importable, the MLP networks get one more row,
+PCX's IL step with the same weights, 20 inference steps and SGD (``benchmarks/pcx_peer.py``).
+``make bench`` installs it; by hand: ``pip install pcx==0.6.3 "jax[cpu]==0.4.38"`` (Python >=
+3.11).  Without it the report is as before.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import importlib.util
 import os
 import platform
 import statistics
@@ -26,7 +32,7 @@ import numpy as np
 import benchmarks
 import pcgraph as pc
 
-ALGORITHMS = {"bp": {}, "zil": {}, "fpa": {"rate": 1.0}, "il": {"steps": 20}}
+ALGORITHMS = {"bp": {}, "zil": {}, "fpa": {"rate": 1.0}, "il": {"steps": 20, "rate": 0.1}}
 
 
 @dataclass
@@ -171,7 +177,21 @@ def compile_time(nodes: int = 1000) -> float:
     return time.perf_counter() - t
 
 
-def bench_network(net: Network, repeats: int, warmup: int, torch_ok: bool) -> list[dict]:
+def pcx_available() -> bool:
+    """Whether the PCX peer can run: PCX installed, and it, JAX and optax import."""
+    if importlib.util.find_spec("pcx") is None:
+        return False
+    try:
+        import benchmarks.pcx_peer  # noqa: F401  (imports pcx, jax and optax)
+    except Exception as e:  # a broken JAX install should cost the row, not the run
+        print(f"benchmarks: PCX is installed but does not load ({e!r}); no pcx row", file=sys.stderr)
+        return False
+    return True
+
+
+def bench_network(
+    net: Network, repeats: int, warmup: int, torch_ok: bool, pcx_ok: bool = False
+) -> list[dict]:
     g = net.build()
     prog = pc.compile(g, dtype="float32")
     params = prog.init_params(0)
@@ -188,18 +208,37 @@ def bench_network(net: Network, repeats: int, warmup: int, torch_ok: bool) -> li
         peer = TorchPeer(prog, params, lr=1e-3)
         feeds = peer.feed(batch)
         fns["torch"] = lambda: peer.step(feeds)
-    if net.name.startswith("mlp"):
+    mlp = net.name.startswith("mlp")
+    sizes = tuple(int(s) for s in net.name.split()[1].split("-")) if mlp else ()
+    pcx_compile = None
+    if mlp:
         hand = {k: np.array(v) for k, v in params.items()}
         fns["numpy"] = lambda: numpy_mlp_step(hand, batch["x"], batch["y"])
+    if mlp and pcx_ok:
+        from benchmarks.pcx_peer import PcxPeer
+
+        pcx_peer = PcxPeer(sizes, params, net.batch, lr=1e-3, **ALGORITHMS["il"])
+        pcx_feeds = pcx_peer.feed(batch)
+        # The first call traces and compiles; it is reported apart and kept out of the timings.
+        pcx_compile = _time(lambda: pcx_peer.step(pcx_feeds))
+        fns["pcx"] = lambda: pcx_peer.step(pcx_feeds)
     medians = interleaved(fns, repeats, warmup)
     rows = []
-    for algo in ALGORITHMS:
-        row = {"network": net.name, "algorithm": algo, "ms": medians[algo] * 1e3}
+
+    def row(name: str, key: str) -> dict:
+        out = {"network": net.name, "algorithm": name, "ms": medians[key] * 1e3}
         if "torch" in medians:
-            row["vs torch"] = medians[algo] / medians["torch"]
+            out["vs torch"] = medians[key] / medians["torch"]
         if "numpy" in medians:
-            row["vs numpy"] = medians[algo] / medians["numpy"]
-        rows.append(row)
+            out["vs numpy"] = medians[key] / medians["numpy"]
+        return out
+
+    for algo in ALGORITHMS:
+        rows.append(row(algo, algo))
+    if "pcx" in medians:
+        rows.append(row(f"pcx il ({ALGORITHMS['il']['steps']} steps)", "pcx"))
+        rows[0]["il/pcx"] = medians["il"] / medians["pcx"]
+        rows[0]["pcx compile"] = pcx_compile
     if "torch" in medians:
         rows.append({"network": net.name, "algorithm": "pytorch", "ms": medians["torch"] * 1e3})
     if "numpy" in medians:
@@ -211,7 +250,6 @@ def bench_network(net: Network, repeats: int, warmup: int, torch_ok: bool) -> li
                 **({"vs torch": medians["numpy"] / medians["torch"]} if "torch" in medians else {}),
             }
         )
-        sizes = tuple(int(s) for s in net.name.split()[1].split("-"))
         rows[0]["gemm"] = mlp_flops(sizes, net.batch) / medians["bp"]
     rows[0]["zil/bp"] = medians["zil"] / medians["bp"]
     mem = {a: peak_bytes(lambda a=a: prog.grads(params, batch, algorithm=a)) for a in ("bp", "zil")}
@@ -219,7 +257,7 @@ def bench_network(net: Network, repeats: int, warmup: int, torch_ok: bool) -> li
     return rows
 
 
-def versions() -> dict[str, str]:
+def versions(pcx_ok: bool = False) -> dict[str, str]:
     out = {"python": platform.python_version(), "numpy": np.__version__, "pcgraph": pc.__version__}
     try:
         import torch
@@ -227,6 +265,13 @@ def versions() -> dict[str, str]:
         out["torch"] = torch.__version__
     except ImportError:
         out["torch"] = "not installed"
+    if pcx_ok:
+        from importlib.metadata import version
+
+        import jax
+
+        out["pcx"] = version("pcx")  # the package has no __version__
+        out["jax"] = jax.__version__
     return out
 
 
@@ -277,17 +322,33 @@ def main(argv: list[str] | None = None) -> int:
         torch_ok = True
     except ImportError:
         torch_ok = False
+    pcx_ok = pcx_available()
     rows: list[dict] = []
     for net in networks(args.smoke):
-        rows += bench_network(net, repeats, warmup, torch_ok)
+        rows += bench_network(net, repeats, warmup, torch_ok, pcx_ok)
     extra = {
         "compile a 1,000-node graph (with bp and zil schedules)": f"{compile_time(100 if args.smoke else 1000) * 1e3:.0f} ms",
     }
+    for r in rows:
+        if "il/pcx" in r:
+            extra[f"pcgraph il / pcx il, {r['network']}"] = (
+                f"{r['il/pcx']:.2f} (PCX's first call, tracing and XLA compilation, "
+                f"{r['pcx compile']:.1f} s, not timed)"
+            )
+    if pcx_ok:
+        il = ALGORITHMS["il"]
+        extra["pcx il"] = (
+            "PCX's step on the same weights and batch: vodes at pcgraph's value nodes (each "
+            f"linear and relu), feed-forward init, {il['steps']} SGD steps (rate {il['rate']}) on "
+            "the batch-summed energy, one SGD step on the weights (batch mean); one jitted "
+            "function, blocked on (benchmarks/pcx_peer.py)"
+        )
+    threads = blas_threads() + (f", XLA PJRT_NPROC={os.environ.get('PJRT_NPROC')}" if pcx_ok else "")
     header = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "threads": f"{benchmarks.THREADS} ({blas_threads()})",
-        "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "threads": f"{benchmarks.THREADS} ({threads})",
+        "versions": ", ".join(f"{k} {v}" for k, v in versions(pcx_ok).items()),
         "method": f"train step incl. SGD update, float32; medians of {repeats} interleaved "
         f"repeats after {warmup} warm-up rounds",
     }

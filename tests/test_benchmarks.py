@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,3 +25,20 @@ def test_benchmark_smoke_run_writes_a_table(tmp_path: Path) -> None:
     text = out.read_text()
     for row in ("| bp |", "| zil |", "| fpa |", "| il |", "GFLOP/s", "1,000-node"):
         assert row in text
+
+
+def test_the_pcx_peer_takes_pcgraphs_il_step() -> None:
+    """Where PCX is installed, its step (the benchmark's pcx row) is pcgraph's IL update: same
+    weight step from the same weights and batch, to float32 rounding (19 steps instead of 20
+    would be 10% off)."""
+    if importlib.util.find_spec("pcx") is None:  # not imported here: JAX stays out of this process
+        pytest.skip("PCX is not installed (a benchmark-only dependency)")
+    run = subprocess.run(
+        [sys.executable, "-c", "from benchmarks.pcx_peer import check; print(check())"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert float(run.stdout.split()[-1]) < 1e-4
