@@ -246,10 +246,15 @@ def report(
     title: str,
     quick: bool,
     setup: Mapping[str, str],
-    body: str,
+    *,
+    body: Sequence[str],
+    claims: Iterable[str],
+    image: str | None,
     seconds: float,
+    appendix: Sequence[str] = (),
 ) -> str:
-    """Write ``out/NAME.md`` (title, command, set-up, body) and return its text."""
+    """Write ``out/NAME.md`` and return its text: the title, the command, the set-up, the
+    ``body`` lines, a ``## Claims`` list, the plot line of ``figure`` and the ``appendix`` lines."""
     command = f"python -m examples.reproduce.{name}" + (" --quick" if quick else "")
     if Path(out) != DEFAULT_OUT:
         command += f" --out {out}"
@@ -265,7 +270,8 @@ def report(
         "processes on the machine slow the wall time)",
         "",
     ]
-    text = "\n".join(head) + "\n" + body.rstrip() + "\n"
+    lines = [*body, "", "## Claims", "", *(f"- {c}" for c in claims), "", image or "", ""]
+    text = "\n".join(head) + "\n" + "\n".join([*lines, *appendix]).rstrip() + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(text)
     return text
