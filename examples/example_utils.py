@@ -1,6 +1,7 @@
 """Plumbing shared by the example scripts (argument types, test accuracy), kept out of them so
 that each shows only its pcgraph calls.  The scripts run as files (``python examples/NAME.py``),
-which puts this folder first on ``sys.path``: they import this module as ``example_utils``."""
+which puts this folder first on ``sys.path``: they import this module as ``example_utils``
+(the reproductions, run as modules, as ``examples.example_utils``)."""
 
 from __future__ import annotations
 

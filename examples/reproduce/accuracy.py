@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 import pcgraph as pc
+from examples import example_utils
 from examples.reproduce import common
 from pcgraph import models
 
@@ -145,10 +146,10 @@ def run_arch(arch: Arch, ds: Any, epochs: int) -> list[Row]:
                     arch.key,
                     label,
                     dtype,
-                    common.accuracy(prog, run.params, x_test, ds.y_test),
+                    example_utils.accuracy(prog, run.params, x_test, ds.y_test),
                     float(np.mean(run.losses[-20:])) if run.losses else float("nan"),
-                    common.max_abs_diff(run.first, ref_first),
-                    common.max_abs_diff(run.params, ref_final),
+                    pc.compare.max_abs_diff(run.first, ref_first),
+                    pc.compare.max_abs_diff(run.params, ref_final),
                     run.seconds,
                     run.failed,
                 )
