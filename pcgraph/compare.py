@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backends import to_numpy
+from .errors import OptionError
 
 if TYPE_CHECKING:
     from .optim import Optimizer
@@ -57,6 +58,8 @@ def same_start(
     """One run per algorithm (name -> run, in the order given), each on its own copy of
     ``prog.init_params(seed)`` and with its own ``optimizer()``, so that no run can disturb
     another; ``options`` maps an algorithm to its options (e.g. ``{"il": {"steps": 20}}``)."""
+    if len(set(algorithms)) != len(algorithms):
+        raise OptionError(f"algorithms {list(algorithms)}: each may appear only once")
     init = prog.init_params(seed=seed)
     options = options or {}
     return {
@@ -82,7 +85,8 @@ def train_epoch(
     for run in runs:
         run.losses, run.examples, run.loss_sum, run.seconds = [], 0, 0.0, 0.0
     for feed in feeds:
-        size = int(np.shape(next(iter(feed.values())))[0])  # every feed shares the batch axis
+        # Every array of a feed has the batch size as its first axis (train_step checks it).
+        size = next((int(np.shape(v)[0]) for v in feed.values()), 0)
         for run in runs:
             start = time.perf_counter()
             loss = prog.train_step(

@@ -33,6 +33,8 @@ def test_same_start_gives_each_run_its_own_copy() -> None:
     assert pc.compare.max_abs_diff(runs["il"].params, prog.init_params(seed=3)) == 0.0
     runs["bp"].params["W1"] += 1.0  # in place: must not reach the other run
     assert pc.compare.max_abs_diff(runs["il"].params, prog.init_params(seed=3)) == 0.0
+    with pytest.raises(pc.OptionError, match="only once"):
+        pc.compare.same_start(prog, ["bp", "bp"], lambda: pc.optim.SGD(lr=0.1))
 
 
 def test_train_epoch_in_lockstep_zil_stays_equal_to_bp() -> None:
