@@ -28,6 +28,8 @@ import numpy as np
 
 import pcgraph as pc
 
+from example_utils import positive_int
+
 PIXELS = 28 * 28
 
 
@@ -64,14 +66,6 @@ def save_reconstructions(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an int > 0."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
 
 
 def channels(text: str) -> tuple[int, ...]:
@@ -153,10 +147,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Z-IL's update is backprop's gradient: check it on one batch at the trained parameters.
     xb = data.x_test[:64]
-    g_bp = pc.to_numpy(prog.grads(params, {"x": xb, "y": xb}, algorithm="bp"))
-    g_zil = pc.to_numpy(prog.grads(params, {"x": xb, "y": xb}, algorithm="zil"))
-    diff = max(float(np.max(np.abs(g_zil[k] - g_bp[k]))) for k in g_bp)
-    scale = max(float(np.max(np.abs(v))) for v in g_bp.values())
+    g_bp = prog.grads(params, {"x": xb, "y": xb}, algorithm="bp")
+    g_zil = prog.grads(params, {"x": xb, "y": xb}, algorithm="zil")
+    diff, scale = pc.compare.max_abs_diff(g_zil, g_bp), pc.compare.max_abs(g_bp)
     print(f"Z-IL vs BP on one batch: max |g_zil - g_bp| = {diff:.3e} (max |g_bp| = {scale:.3e})")
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -23,38 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 import pcgraph as pc
 
-
-def accuracy(
-    prog: pc.Program, params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, size: int = 500
-) -> float:
-    """Test accuracy: the argmax of the logits (the loss's first operand), in batches of ``size``."""
-    logits_node = prog.compiled.nodes[prog.loss_node].operands[0]
-    correct = 0
-    for start in range(0, len(y), size):
-        logits = pc.to_numpy(prog.evaluate(params, {"x": x[start : start + size]}, logits_node))
-        correct += int(np.sum(np.argmax(logits, axis=1) == y[start : start + size]))
-    return correct / len(y)
-
-
-def max_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
-    """``max |a[k] - b[k]|`` over every parameter."""
-    return max(float(np.max(np.abs(pc.to_numpy(a[k]) - pc.to_numpy(b[k])))) for k in a)
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an int > 0."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
+from example_utils import accuracy, positive_int
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,27 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     print("layers:", ", ".join(f"{n} {prog.compiled.nodes[n].shape}" for n in prog.params))
 
     algo = args.algorithm
-    params = {"bp": prog.init_params(seed=args.seed), algo: prog.init_params(seed=args.seed)}
-    opts = {name: pc.optim.SGD(lr=args.lr, momentum=0.9) for name in params}
+    # Each run on its own copy of the same initial parameters, with its own optimiser.
+    runs = pc.compare.same_start(
+        prog, ["bp", algo], lambda: pc.optim.SGD(lr=args.lr, momentum=0.9), seed=args.seed
+    )
     print(
         f"\ntraining {algo} and bp from the same start: {epochs} epoch(s), batch {args.batch_size}"
     )
     print(f"{'epoch':>5} {'loss ' + algo:>12} {'loss bp':>10} {'test ' + algo:>10} {'test bp':>8}")
     rows = []
     for epoch in range(1, epochs + 1):
-        start, losses = time.perf_counter(), {name: [] for name in params}
-        for xb, yb in data.batches(args.batch_size, seed=(args.seed, epoch)):
-            for name in params:
-                losses[name].append(
-                    prog.train_step(
-                        params[name], {"x": xb, "y": yb}, algorithm=name, optimizer=opts[name]
-                    )
-                )
-        acc = {name: accuracy(prog, params[name], data.x_test, data.y_test) for name in params}
-        diff = max_diff(params[algo], params["bp"])
+        start = time.perf_counter()
+        batches = data.batches(args.batch_size, seed=(args.seed, epoch))
+        # On every batch: prog.train_step(params, batch, algorithm=...) of bp, then of algo.
+        pc.compare.train_epoch(prog, runs, ({"x": xb, "y": yb} for xb, yb in batches))
+        acc = {n: accuracy(prog, r.params, data.x_test, data.y_test) for n, r in runs.items()}
+        diff = pc.compare.max_abs_diff(runs[algo].params, runs["bp"].params)
         row = {
             "epoch": epoch,
-            **{f"loss_{n}": float(np.mean(v)) for n, v in losses.items()},
+            **{f"loss_{n}": float(np.mean(r.losses)) for n, r in runs.items()},
             **{f"test_acc_{n}": a for n, a in acc.items()},
             "max_param_diff": diff,
             "seconds": time.perf_counter() - start,
@@ -141,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nLeNet on MNIST after {epochs} epoch(s): test accuracy {algo} {acc[algo]:.4f}, "
         f"bp {acc['bp']:.4f}"
     )
-    print(f"{algo} vs bp: max |p_{algo} - p_bp| = {max_diff(params[algo], params['bp']):.3e}")
+    print(f"{algo} vs bp: max |p_{algo} - p_bp| = {diff:.3e}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(
@@ -149,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ckpt = pc.save(
         args.out / f"lenet-{algo}.npz",
-        params[algo],
-        opts[algo].state_dict(),
+        runs[algo].params,
+        runs[algo].optimizer.state_dict(),
         meta={"epoch": epochs, "algorithm": algo, "test_accuracy": acc[algo]},
         program=prog,
     )

@@ -43,7 +43,6 @@ import argparse
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,8 @@ import numpy as np
 import pcgraph as pc
 from pcgraph.graph import infer
 from pcgraph.ops import Example, OpDef
+
+from example_utils import accuracy, positive_int
 
 
 # --------------------------------------------------------------------------- the op
@@ -184,26 +185,6 @@ def build(hidden: int = 32, beta: float = 1.5) -> pc.Graph:
     return g
 
 
-def accuracy(prog: pc.Program, params: Mapping[str, Any], x: np.ndarray, y: np.ndarray) -> float:
-    """The fraction of ``x`` whose largest logit (first operand of the loss) is the label ``y``."""
-    logits_node = prog.compiled.nodes[prog.loss_node].operands[0]
-    logits = pc.to_numpy(prog.evaluate(params, {"x": x}, logits_node))
-    return float(np.mean(np.argmax(logits, axis=1) == y))
-
-
-def max_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
-    """``max |a[k] - b[k]|`` over every entry."""
-    return max(float(np.max(np.abs(pc.to_numpy(a[k]) - pc.to_numpy(b[k])))) for k in a)
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an int > 0."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="train 1 epoch")
@@ -258,30 +239,25 @@ def main(argv: list[str] | None = None) -> int:
     g_pc = prog64.grads(params64, batch, algorithm=algo)
     print(
         f"\n3. {algo} vs bp on one batch, float64: max |g_{algo} - g_bp| = "
-        f"{max_diff(g_pc, g_bp):.3e} (max |g_bp| = "
-        f"{max(float(np.max(np.abs(pc.to_numpy(v)))) for v in g_bp.values()):.3e})"
+        f"{pc.compare.max_abs_diff(g_pc, g_bp):.3e} (max |g_bp| = {pc.compare.max_abs(g_bp):.3e})"
     )
 
     prog = pc.compile(g, backend=args.backend)  # float32 for training
-    params = {"bp": prog.init_params(seed=args.seed), algo: prog.init_params(seed=args.seed)}
-    opts = {name: pc.optim.SGD(lr=args.lr, momentum=0.9) for name in params}
+    runs = pc.compare.same_start(
+        prog, ["bp", algo], lambda: pc.optim.SGD(lr=args.lr, momentum=0.9), seed=args.seed
+    )
     print(f"\n4. training {algo} and bp from the same start on digits, {epochs} epoch(s):")
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        for xb, yb in data.batches(32, seed=(args.seed, epoch)):
-            for name in params:
-                prog.train_step(
-                    params[name], {"x": xb, "y": yb}, algorithm=name, optimizer=opts[name]
-                )
-        acc = {name: accuracy(prog, params[name], data.x_test, data.y_test) for name in params}
+        batches = data.batches(32, seed=(args.seed, epoch))
+        pc.compare.train_epoch(prog, runs, ({"x": xb, "y": yb} for xb, yb in batches))
+        acc = {n: accuracy(prog, r.params, data.x_test, data.y_test) for n, r in runs.items()}
+        diff = pc.compare.max_abs_diff(runs[algo].params, runs["bp"].params)
         print(
             f"   epoch {epoch}: test accuracy {algo} {acc[algo]:.4f}, bp {acc['bp']:.4f}, "
-            f"max |p_{algo} - p_bp| = {max_diff(params[algo], params['bp']):.3e}"
-            f"   ({time.perf_counter() - start:.2f} s)"
+            f"max |p_{algo} - p_bp| = {diff:.3e}   ({time.perf_counter() - start:.2f} s)"
         )
-    print(
-        f"{algo} vs bp with swish: max |p_{algo} - p_bp| = {max_diff(params[algo], params['bp']):.3e}"
-    )
+    print(f"{algo} vs bp with swish: max |p_{algo} - p_bp| = {diff:.3e}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = pc.save_graph(args.out / "swish_mlp.json", g)

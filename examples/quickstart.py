@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 import pcgraph as pc
+
+from example_utils import accuracy, positive_int
 
 
 def build(hidden: int = 32) -> pc.Graph:
@@ -41,26 +41,6 @@ def build(hidden: int = 32) -> pc.Graph:
     logits = h @ g.param("W2", (hidden, 10)) + g.param("b2", (10,))
     g.set_loss(pc.softmax_cross_entropy(logits, y, name="loss"))
     return g
-
-
-def accuracy(prog: pc.Program, params: Mapping[str, Any], x: np.ndarray, y: np.ndarray) -> float:
-    """The fraction of ``x`` whose largest logit (first operand of the loss) is the label ``y``."""
-    logits_node = prog.compiled.nodes[prog.loss_node].operands[0]
-    logits = pc.to_numpy(prog.evaluate(params, {"x": x}, logits_node))
-    return float(np.mean(np.argmax(logits, axis=1) == y))
-
-
-def max_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
-    """``max |a[k] - b[k]|`` over every parameter."""
-    return max(float(np.max(np.abs(pc.to_numpy(a[k]) - pc.to_numpy(b[k])))) for k in a)
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an int > 0."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         data = data.subset(train=512)
     print(data)
 
+    # Written out here to show train_step; pc.compare.train_epoch runs this loop for any list of
+    # algorithms (cnn_mnist.py uses it).
     algo = args.algorithm
     params = {"bp": prog.init_params(seed=args.seed), algo: prog.init_params(seed=args.seed)}
     opts = {name: pc.optim.SGD(lr=args.lr, momentum=0.9) for name in params}
@@ -121,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{epoch:>5} {np.mean(losses[algo]):>12.6f} {np.mean(losses['bp']):>10.6f} "
             f"{acc[algo]:>10.4f} {acc['bp']:>8.4f}   max |p_{algo} - p_bp| = "
-            f"{max_diff(params[algo], params['bp']):.3e}   ({time.perf_counter() - start:.2f} s)"
+            f"{pc.compare.max_abs_diff(params[algo], params['bp']):.3e}"
+            f"   ({time.perf_counter() - start:.2f} s)"
         )
-    divergence = max_diff(params[algo], params["bp"])
+    divergence = pc.compare.max_abs_diff(params[algo], params["bp"])
     print(f"\n{algo} vs bp after {epochs} epoch(s): max |p_{algo} - p_bp| = {divergence:.3e}")
     if algo == "zil":
         print("Z-IL = BP: Z-IL computes exactly backprop's gradients, so the runs stay equal")
@@ -147,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     acc_after = accuracy(prog2, ckpt.params, data.x_test, data.y_test)
     print(
         f"reloaded {ckpt.meta}: test accuracy {acc_after:.4f} (before saving {acc_before:.4f}), "
-        f"max |p_loaded - p_saved| = {max_diff(ckpt.params, params[algo]):.1e}, "
+        f"max |p_loaded - p_saved| = {pc.compare.max_abs_diff(ckpt.params, params[algo]):.1e}, "
         f"optimiser at step {resumed.state['step']}"
     )
     return 0

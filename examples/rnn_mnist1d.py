@@ -21,31 +21,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 import pcgraph as pc
 
+from example_utils import accuracy, positive_int
+
 MODELS = {"rnn": "rnn_many_to_one", "lstm": "lstm_many_to_one"}
 SIGNAL = 40  # MNIST-1D's signal length
-
-
-def accuracy(prog: pc.Program, params: Mapping[str, Any], x: np.ndarray, y: np.ndarray) -> float:
-    """The fraction of ``x`` whose largest logit (first operand of the loss) is the label ``y``."""
-    logits_node = prog.compiled.nodes[prog.loss_node].operands[0]
-    logits = pc.to_numpy(prog.evaluate(params, {"x": x}, logits_node))
-    return float(np.mean(np.argmax(logits, axis=1) == y))
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an int > 0."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,10 +98,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Z-IL's update is backprop's gradient: check it on one batch at the trained parameters.
     batch = {"x": data.x_test[:64], "y": data.y_test[:64]}
-    g_bp = pc.to_numpy(prog.grads(params, batch, algorithm="bp"))
-    g_zil = pc.to_numpy(prog.grads(params, batch, algorithm="zil"))
-    diff = max(float(np.max(np.abs(g_zil[k] - g_bp[k]))) for k in g_bp)
-    scale = max(float(np.max(np.abs(v))) for v in g_bp.values())
+    g_bp = prog.grads(params, batch, algorithm="bp")
+    g_zil = prog.grads(params, batch, algorithm="zil")
+    diff, scale = pc.compare.max_abs_diff(g_zil, g_bp), pc.compare.max_abs(g_bp)
     print(f"Z-IL vs BP on one batch: max |g_zil - g_bp| = {diff:.3e} (max |g_bp| = {scale:.3e})")
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -18,38 +18,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 import pcgraph as pc
 
-
-def accuracy(
-    prog: pc.Program, params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, size: int = 500
-) -> float:
-    """Test accuracy: the argmax of the logits (the loss's first operand), in batches of ``size``."""
-    logits_node = prog.compiled.nodes[prog.loss_node].operands[0]
-    correct = 0
-    for start in range(0, len(y), size):
-        logits = pc.to_numpy(prog.evaluate(params, {"x": x[start : start + size]}, logits_node))
-        correct += int(np.sum(np.argmax(logits, axis=1) == y[start : start + size]))
-    return correct / len(y)
-
-
-def max_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
-    """``max |a[k] - b[k]|`` over every parameter."""
-    return max(float(np.max(np.abs(pc.to_numpy(a[k]) - pc.to_numpy(b[k])))) for k in a)
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an int > 0."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
+from example_utils import accuracy, positive_int
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,37 +85,36 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     algo = args.algorithm
-    params = {"bp": prog.init_params(seed=args.seed), algo: prog.init_params(seed=args.seed)}
-    opts = {name: pc.optim.Adam(lr=args.lr) for name in params}
+    # Each run on its own copy of the same initial parameters, with its own optimiser.
+    runs = pc.compare.same_start(
+        prog, ["bp", algo], lambda: pc.optim.Adam(lr=args.lr), seed=args.seed
+    )
     print(f"\ntraining bp and {algo} from the same start: {epochs} epoch(s), Adam lr {args.lr:g}")
     print(f"{'epoch':>5} {'loss bp':>10} {'loss ' + algo:>12} {'test bp':>8} {'test ' + algo:>10}")
     for epoch in range(1, epochs + 1):
-        start, losses = time.perf_counter(), {name: [] for name in params}
-        for xb, yb in data.batches(args.batch_size, seed=(args.seed, epoch)):
-            for name in params:
-                losses[name].append(
-                    prog.train_step(
-                        params[name], {"x": xb, "y": yb}, algorithm=name, optimizer=opts[name]
-                    )
-                )
-        acc = {name: accuracy(prog, params[name], data.x_test, data.y_test) for name in params}
+        start = time.perf_counter()
+        batches = data.batches(args.batch_size, seed=(args.seed, epoch))
+        # On every batch: prog.train_step(params, batch, algorithm=...) of bp, then of algo.
+        pc.compare.train_epoch(prog, runs, ({"x": xb, "y": yb} for xb, yb in batches))
+        acc = {n: accuracy(prog, r.params, data.x_test, data.y_test) for n, r in runs.items()}
+        diff = pc.compare.max_abs_diff(runs[algo].params, runs["bp"].params)
         print(
-            f"{epoch:>5} {np.mean(losses['bp']):>10.6f} {np.mean(losses[algo]):>12.6f} "
-            f"{acc['bp']:>8.4f} {acc[algo]:>10.4f}   max |p_{algo} - p_bp| = "
-            f"{max_diff(params[algo], params['bp']):.3e}   ({time.perf_counter() - start:.1f} s)"
+            f"{epoch:>5} {np.mean(runs['bp'].losses):>10.6f} {np.mean(runs[algo].losses):>12.6f} "
+            f"{acc['bp']:>8.4f} {acc[algo]:>10.4f}   max |p_{algo} - p_bp| = {diff:.3e}"
+            f"   ({time.perf_counter() - start:.1f} s)"
         )
 
     print(
         f"\nTransformer encoder on {args.data}: test accuracy bp {acc['bp']:.4f}, "
         f"{algo} {acc[algo]:.4f}"
     )
-    print(f"{algo} vs bp: max |p_{algo} - p_bp| = {max_diff(params[algo], params['bp']):.3e}")
+    print(f"{algo} vs bp: max |p_{algo} - p_bp| = {diff:.3e}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = pc.save(
         args.out / f"transformer-{args.data}-{algo}.npz",
-        params[algo],
-        opts[algo].state_dict(),
+        runs[algo].params,
+        runs[algo].optimizer.state_dict(),
         meta={"epoch": epochs, "algorithm": algo, "test_accuracy": acc[algo]},
         program=prog,
     )

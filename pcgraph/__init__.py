@@ -32,7 +32,7 @@ def _bind_backends_package() -> None:
 
 _bind_backends_package()
 
-from . import backends, data, init, io, optim, schedule  # noqa: E402
+from . import backends, compare, data, init, io, optim, schedule  # noqa: E402
 from .backends import set_default_backend  # noqa: E402
 from .compile import UnusedParameterWarning  # noqa: E402
 from .errors import (  # noqa: E402
@@ -72,6 +72,7 @@ __all__ = [
     "to_numpy",
     "set_default_backend",
     "backends",
+    "compare",
     "init",
     "optim",
     "schedule",

@@ -26,12 +26,13 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import compare
 from .errors import OptionError, PCGraphError
 
 PROG = "pcgraph"
@@ -350,18 +351,6 @@ def make_task(args: argparse.Namespace, graph: Any, label: str, dtype: str) -> T
 
 
 # --------------------------------------------------------------------------- training runs
-@dataclass
-class Run:
-    """One algorithm being trained: its parameters, optimiser and metric rows."""
-
-    algorithm: str
-    options: dict[str, Any]
-    params: dict[str, Any]
-    optimizer: Any
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    step: int = 0
-
-
 def make_optimizer(args: argparse.Namespace) -> Any:
     from .optim import OPTIMIZERS
 
@@ -382,59 +371,46 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, leave=False, unit="batch", file=sys.stderr, disable=None)
 
 
-def train_epochs(task: Task, runs: list[Run], args: argparse.Namespace) -> Iterator[int]:
-    """Train every run on the same batches, epoch by epoch; yields after each epoch with every
-    run's metric row for it appended.  Batch order: ``default_rng((seed, epoch))``."""
+def train_epochs(
+    task: Task, runs: Sequence[compare.Run], args: argparse.Namespace
+) -> Iterator[tuple[int, dict[str, dict[str, Any]]]]:
+    """Train every run on the same batches (``compare.train_epoch``), epoch by epoch; yields
+    after each epoch its number and each algorithm's metric row for it.  Batch order:
+    ``default_rng((seed, epoch))``."""
     data = task.data
     n_batches = math.ceil(len(data.y_train) / args.batch_size)
     if args.progress and importlib.util.find_spec("tqdm") is None:
         print("note: install tqdm for progress bars (pip install 'pcgraph[cli]')", file=sys.stderr)
     for epoch in range(1, args.epochs + 1):
         bar = _progress(n_batches, f"epoch {epoch}/{args.epochs}", args.progress)
-        sums = {r.algorithm: 0.0 for r in runs}
-        seconds = {r.algorithm: 0.0 for r in runs}
-        count = 0
-        for xb, yb in data.batches(args.batch_size, seed=(args.seed, epoch)):
-            batch = task.batch(xb, yb)
-            for run in runs:
-                start = time.perf_counter()
-                loss = task.prog.train_step(
-                    run.params,
-                    batch,
-                    algorithm=run.algorithm,
-                    optimizer=run.optimizer,
-                    **run.options,
-                )
-                seconds[run.algorithm] += time.perf_counter() - start
-                sums[run.algorithm] += loss * len(yb)
-                run.step += 1
-            count += len(yb)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(
-                    {r.algorithm: f"{sums[r.algorithm] / count:.4f}" for r in runs}, refresh=False
-                )
+
+        def advance() -> None:
+            bar.update(1)
+            bar.set_postfix({r.algorithm: f"{r.mean_loss:.4f}" for r in runs}, refresh=False)
+
+        batches = data.batches(args.batch_size, seed=(args.seed, epoch))
+        feeds = (task.batch(xb, yb) for xb, yb in batches)
+        compare.train_epoch(task.prog, runs, feeds, on_batch=None if bar is None else advance)
         if bar is not None:
             bar.close()
+        rows = {}
         for run in runs:
             start = time.perf_counter()
             train_loss, train_acc = task.evaluate(run.params, data.x_train, data.y_train)
             test_loss, test_acc = task.evaluate(run.params, data.x_test, data.y_test)
-            run.rows.append(
-                {
-                    "epoch": epoch,
-                    "algorithm": run.algorithm,
-                    "step": run.step,
-                    "loss": sums[run.algorithm] / max(count, 1),
-                    "train_loss": train_loss,
-                    "train_acc": train_acc,
-                    "test_loss": test_loss,
-                    "test_acc": test_acc,
-                    "train_seconds": seconds[run.algorithm],
-                    "eval_seconds": time.perf_counter() - start,
-                }
-            )
-        yield epoch
+            rows[run.algorithm] = {
+                "epoch": epoch,
+                "algorithm": run.algorithm,
+                "step": run.step,
+                "loss": run.mean_loss,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+                "train_seconds": run.seconds,
+                "eval_seconds": time.perf_counter() - start,
+            }
+        yield epoch, rows
 
 
 def write_metrics(out: Path, rows: list[dict[str, Any]], config: dict[str, Any]) -> None:
@@ -503,21 +479,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     except PCGraphError as e:
         print(f"note: graph.json not written: {e}", file=sys.stderr)
     config = _config(args, "train", label)
-    run = Run(args.algorithm, options, task.prog.init_params(seed=args.seed), optimizer)
+    run = compare.Run(args.algorithm, task.prog.init_params(seed=args.seed), optimizer, options)
     print(
         f"training {label} ({task.prog}) with {args.algorithm} on {args.data} "
         f"({len(task.data.y_train)} train, {len(task.data.y_test)} test), "
         f"{args.optimizer} lr {args.lr}, batch {args.batch_size}, {args.epochs} epoch(s)"
     )
-    for epoch in train_epochs(task, [run], args):
-        row = run.rows[-1]
+    history: list[dict[str, Any]] = []
+    for epoch, rows in train_epochs(task, [run], args):
+        row = rows[args.algorithm]
+        history.append(row)
         print(
             f"epoch {epoch:3d}/{args.epochs}  loss {row['loss']:.6f}  "
             f"train acc {_fmt(row['train_acc'], '.4f')}  test acc {_fmt(row['test_acc'], '.4f')}  "
             f"{row['train_seconds']:.2f} s",
             flush=True,
         )
-        write_metrics(out, run.rows, config)
+        write_metrics(out, history, config)
         meta = {
             "epoch": epoch,
             "step": run.step,
@@ -534,14 +512,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from . import plots
 
         title = f"{label}: {args.algorithm} on {args.data}"
-        print(_plot(lambda: plots.training_curves(run.rows, out / "curves.png", title)))
+        print(_plot(lambda: plots.training_curves(history, out / "curves.png", title)))
     return 0
-
-
-def _max_diff(a: dict, b: dict) -> float:
-    from . import to_numpy
-
-    return max(float(np.max(np.abs(to_numpy(a[k]) - to_numpy(b[k])))) for k in a) if a else 0.0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -561,31 +533,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     graph, label = build_graph(args, INFO.get(args.data))
     task = make_task(args, graph, label, args.dtype)
     out = _out_dir(args, f"compare-{label}")
-    init = task.prog.init_params(seed=args.seed)
-    # Each run gets its own copy of the same initial arrays, so no algorithm can disturb another.
-    runs = [
-        Run(a, options[a], {k: v.copy() for k, v in init.items()}, make_optimizer(args))
-        for a in algorithms
-    ]
+    runs = compare.same_start(
+        task.prog, algorithms, lambda: make_optimizer(args), args.seed, options
+    )
     print(
         f"comparing {', '.join(algorithms)} on {label} ({task.prog}) with {args.data} "
         f"({len(task.data.y_train)} train, {len(task.data.y_test)} test), "
         f"{args.optimizer} lr {args.lr}, batch {args.batch_size}: same initial parameters "
         "and batches for all"
     )
-    reference = runs[algorithms.index("bp")]
+    reference = runs["bp"]
     config = _config(args, "compare", label)
     rows: list[dict[str, Any]] = []
     width = max(9, *(len(a) for a in algorithms))
-    for epoch in train_epochs(task, runs, args):
+    for epoch, latest in train_epochs(task, list(runs.values()), args):
         print(f"epoch {epoch}/{args.epochs}")
         print(
             f"  {'algorithm':<{width}}  {'loss':>10}  {'train acc':>9}  {'test acc':>9}  "
             f"{'max|p - p_bp|':>13}  {'seconds':>7}"
         )
-        for run in runs:
-            row = run.rows[-1]
-            row["max_abs_diff_vs_bp"] = _max_diff(run.params, reference.params)
+        for run in runs.values():
+            row = latest[run.algorithm]
+            row["max_abs_diff_vs_bp"] = compare.max_abs_diff(run.params, reference.params)
             rows.append(row)
             print(
                 f"  {run.algorithm:<{width}}  {row['loss']:>10.6f}  "
@@ -694,8 +663,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
     if "zil" in ALGORITHMS:
         zil = to_numpy(prog.grads(params, batch, algorithm="zil"))
-        scale = max(max(float(np.max(np.abs(g))) for g in grads.values()), 1e-30)
-        diff = max(float(np.max(np.abs(zil[k] - grads[k]))) for k in grads) if grads else 0.0
+        scale = max(compare.max_abs(grads), 1e-30)
+        diff = compare.max_abs_diff(zil, grads)
         status = "PASS" if diff / scale <= args.zil_tol else "FAIL"
         report(
             status,

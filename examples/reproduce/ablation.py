@@ -223,12 +223,12 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
                 "which scales every divergence of one update alike)"
             )
         sections += [
+            "",
             f"## {setting.label}, SGD lr {common.sci(lr, 3)}",
             "",
             scale + ".",
             "",
             common.table(head, body),
-            "",
         ]
 
     def draw(fig: Any) -> None:
@@ -253,23 +253,11 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
             ax.set_xlabel("sum |theta_BP - theta|", fontsize=8)
             ax.legend(fontsize=7)
 
-    image = common.figure(out, NAME, draw, (13, 3.6))
-    claims = _claims(all_rows)
-    body = "\n".join(
-        [
-            "Divergence from BP, `sum |theta_BP - theta|` over all parameters, after one update "
-            "from the same initialisation on the same batch, and after one epoch on the same "
-            "batches (plain SGD; an ablation whose values overflow is reported as diverged, "
-            "with the update where it happened).  A zero means bit-identical to BP.",
-            "",
-            *sections,
-            "## Claims",
-            "",
-            *(f"- {c}" for c in claims),
-            "",
-            image or "",
-            "",
-        ]
+    intro = (
+        "Divergence from BP, `sum |theta_BP - theta|` over all parameters, after one update "
+        "from the same initialisation on the same batch, and after one epoch on the same "
+        "batches (plain SGD; an ablation whose values overflow is reported as diverged, "
+        "with the update where it happened).  A zero means bit-identical to BP."
     )
     setup = {
         "data": f"{note}; the epoch is one pass over the training examples (every variant on "
@@ -281,8 +269,10 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         "Ablation: dropping Z-IL's conditions",
         quick,
         setup,
-        body,
-        time.perf_counter() - start,
+        body=[intro, *sections],
+        claims=_claims(all_rows),
+        image=common.figure(out, NAME, draw, (13, 3.6)),
+        seconds=time.perf_counter() - start,
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 import pcgraph as pc
+from examples import example_utils
 from examples.reproduce import common
 from pcgraph import models
 
@@ -145,10 +146,10 @@ def run_arch(arch: Arch, ds: Any, epochs: int) -> list[Row]:
                     arch.key,
                     label,
                     dtype,
-                    common.accuracy(prog, run.params, x_test, ds.y_test),
+                    example_utils.accuracy(prog, run.params, x_test, ds.y_test),
                     float(np.mean(run.losses[-20:])) if run.losses else float("nan"),
-                    common.max_abs_diff(run.first, ref_first),
-                    common.max_abs_diff(run.params, ref_final),
+                    pc.compare.max_abs_diff(run.first, ref_first),
+                    pc.compare.max_abs_diff(run.params, ref_final),
                     run.seconds,
                     run.failed,
                 )
@@ -287,41 +288,36 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
             ax.set_ylim(0, 100)
         axes[0].set_ylabel("test accuracy % (float32)")
 
-    image = common.figure(out, NAME, draw, (12, 3))
-    body = "\n".join(
-        [
-            "Test accuracy after the same epochs, from the same initial parameters on the same "
-            "batches (SGD, momentum 0.9; each network's learning rate and batch size below; "
-            "every algorithm trains in float32, BP and Z-IL also in float64).  "
-            "'max abs' is the largest |theta - theta_BP| over all parameters against BP in the "
-            "same dtype.",
-            "",
-            _summary(rows, notes),
-            "",
-            "Learning rates: "
-            + ", ".join(f"{a.key} {a.lr}" for a in archs)
-            + ".  FPA (20 sweeps, rate 0.1) uses IL's steps and rate with the predictions "
-            "held fixed; FPA (depth sweeps, rate 1) is the setting in which FPA equals BP.",
-            "",
-            "## Claims",
-            "",
-            *(f"- {c}" for c in claims(rows)),
-            "",
-            image or "",
-            "",
-            "## Every run",
-            "",
-            _details(rows),
-            "",
-        ]
-    )
+    body = [
+        "Test accuracy after the same epochs, from the same initial parameters on the same "
+        "batches (SGD, momentum 0.9; each network's learning rate and batch size below; "
+        "every algorithm trains in float32, BP and Z-IL also in float64).  "
+        "'max abs' is the largest |theta - theta_BP| over all parameters against BP in the "
+        "same dtype.",
+        "",
+        _summary(rows, notes),
+        "",
+        "Learning rates: "
+        + ", ".join(f"{a.key} {a.lr}" for a in archs)
+        + ".  FPA (20 sweeps, rate 0.1) uses IL's steps and rate with the predictions "
+        "held fixed; FPA (depth sweeps, rate 1) is the setting in which FPA equals BP.",
+    ]
     setup = {
         "data": note + "; each network trains on the first N of them (the 'data' column: "
         "train/test examples, epochs, batch size); the ResNet's images are 2x2 average-pooled "
         "to 14x14"
     }
     return common.report(
-        out, NAME, "Accuracy: BP, Z-IL, IL and FPA", quick, setup, body, time.perf_counter() - start
+        out,
+        NAME,
+        "Accuracy: BP, Z-IL, IL and FPA",
+        quick,
+        setup,
+        body=body,
+        claims=claims(rows),
+        image=common.figure(out, NAME, draw, (12, 3)),
+        seconds=time.perf_counter() - start,
+        appendix=["## Every run", "", _details(rows), ""],
     )
 
 

@@ -142,22 +142,6 @@ def _train(
     )
 
 
-def logits_node(prog: pc.Program) -> str:
-    """The loss's first operand: the network's output (logits for the classifiers)."""
-    return prog.compiled.nodes[prog.loss_node].operands[0]
-
-
-def accuracy(
-    prog: pc.Program, params: Mapping, x: np.ndarray, y: np.ndarray, chunk: int = 1000
-) -> float:
-    """Fraction of ``x`` whose largest logit is its label."""
-    node, correct = logits_node(prog), 0
-    for i in range(0, len(x), chunk):
-        out = pc.to_numpy(prog.evaluate(params, {"x": x[i : i + chunk]}, node))
-        correct += int(np.sum(np.argmax(out, axis=1) == y[i : i + chunk]))
-    return correct / len(x)
-
-
 def mean_loss(
     prog: pc.Program, params: Mapping, x: np.ndarray, y: np.ndarray, chunk: int = 1000
 ) -> float:
@@ -169,14 +153,6 @@ def mean_loss(
                 x[i : i + chunk]
             )
     return total / len(x)
-
-
-def max_abs_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
-    """``max_k max |a_k - b_k|`` over the parameters, in float64."""
-    return max(
-        float(np.max(np.abs(np.asarray(pc.to_numpy(a[k]), np.float64) - pc.to_numpy(b[k]))))
-        for k in b
-    )
 
 
 def sum_abs_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
@@ -246,10 +222,15 @@ def report(
     title: str,
     quick: bool,
     setup: Mapping[str, str],
-    body: str,
+    *,
+    body: Sequence[str],
+    claims: Iterable[str],
+    image: str | None,
     seconds: float,
+    appendix: Sequence[str] = (),
 ) -> str:
-    """Write ``out/NAME.md`` (title, command, set-up, body) and return its text."""
+    """Write ``out/NAME.md`` and return its text: the title, the command, the set-up, the
+    ``body`` lines, a ``## Claims`` list, the plot line of ``figure`` and the ``appendix`` lines."""
     command = f"python -m examples.reproduce.{name}" + (" --quick" if quick else "")
     if Path(out) != DEFAULT_OUT:
         command += f" --out {out}"
@@ -265,7 +246,8 @@ def report(
         "processes on the machine slow the wall time)",
         "",
     ]
-    text = "\n".join(head) + "\n" + body.rstrip() + "\n"
+    lines = [*body, "", "## Claims", "", *(f"- {c}" for c in claims), "", image or "", ""]
+    text = "\n".join(head) + "\n" + "\n".join([*lines, *appendix]).rstrip() + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(text)
     return text

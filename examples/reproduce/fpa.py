@@ -104,24 +104,12 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         axes[0].set_ylabel("||g - g_BP|| / ||g_BP||")
         axes[0].legend(fontsize=8)
 
-    image = common.figure(out, NAME, draw, (10, 3.5))
-    body = "\n".join(
-        [
-            f"Relative error of the parameter updates against BP's gradient, by the number of "
-            f"inference steps, on one batch of 64 (float64).  The network's depth (the longest "
-            f"path in vertices, FPA's default number of sweeps) is {depth}.  Batch loss: "
-            + ", ".join(f"{w} {v:.3f}" for w, v in losses.items())
-            + ".",
-            "",
-            common.table(head, rows),
-            "",
-            "## Claims",
-            "",
-            *(f"- {c}" for c in _claims(errors, steps, depth, list(points))),
-            "",
-            image or "",
-            "",
-        ]
+    intro = (
+        f"Relative error of the parameter updates against BP's gradient, by the number of "
+        f"inference steps, on one batch of 64 (float64).  The network's depth (the longest "
+        f"path in vertices, FPA's default number of sweeps) is {depth}.  Batch loss: "
+        + ", ".join(f"{w} {v:.3f}" for w, v in losses.items())
+        + "."
     )
     setup = {
         "data": f"{note}; the gradients are taken on one batch of 64 of them",
@@ -133,8 +121,10 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         "FPA and strict IL: gradient error against inference steps",
         quick,
         setup,
-        body,
-        time.perf_counter() - start,
+        body=[intro, "", common.table(head, rows)],
+        claims=_claims(errors, steps, depth, list(points)),
+        image=common.figure(out, NAME, draw, (10, 3.5)),
+        seconds=time.perf_counter() - start,
     )
 
 

@@ -101,7 +101,6 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         ax.set_ylabel("ms per weight update (median)")
         ax.legend(fontsize=8)
 
-    image = common.figure(out, NAME, draw, (8, 3.5))
     zil = [medians[a.key]["Z-IL"] / medians[a.key]["BP"] for a in ARCHS]
     il = [medians[a.key]["IL (20 steps)"] / medians[a.key]["BP"] for a in ARCHS]
     claims = [
@@ -112,28 +111,24 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         "quoted (second-hand) as reporting IL roughly 100-200x slower; IL run to convergence "
         "takes far more than 20 steps (see the fpa experiment).",
     ]
-    body = "\n".join(
-        [
-            "Median ms per weight update (train step including the SGD update, float32, one "
-            f"real MNIST batch), {repeats} interleaved repeats after {warmup} warm-up rounds.  "
-            "'depth' is the longest path to the output in vertices, the number of FPA sweeps.  "
-            "The paper's column is from the AAAI 2022 runtime table as quoted in "
-            "shared/science.md (a GPU, and AlexNet/ResNet-18 where we use a LeNet and a small "
-            "ResNet): compare ratios, not milliseconds.",
-            "",
-            common.table(head, rows),
-            "",
-            "## Claims",
-            "",
-            *(f"- {c}" for c in claims),
-            "",
-            image or "",
-            "",
-        ]
+    intro = (
+        "Median ms per weight update (train step including the SGD update, float32, one "
+        f"real MNIST batch), {repeats} interleaved repeats after {warmup} warm-up rounds.  "
+        "'depth' is the longest path to the output in vertices, the number of FPA sweeps.  "
+        "The paper's column is from the AAAI 2022 runtime table as quoted in "
+        "shared/science.md (a GPU, and AlexNet/ResNet-18 where we use a LeNet and a small "
+        "ResNet): compare ratios, not milliseconds."
     )
-    setup = {"data": note + " (one batch per network)"}
     return common.report(
-        out, NAME, "Runtime per weight update", quick, setup, body, time.perf_counter() - start
+        out,
+        NAME,
+        "Runtime per weight update",
+        quick,
+        {"data": note + " (one batch per network)"},
+        body=[intro, "", common.table(head, rows)],
+        claims=claims,
+        image=common.figure(out, NAME, draw, (8, 3.5)),
+        seconds=time.perf_counter() - start,
     )
 
 

@@ -102,23 +102,11 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         axes[0].set_ylabel(f"final training loss (x: diverged or > {top:g})")
         axes[0].legend(fontsize=8)
 
-    image = common.figure(out, NAME, draw, (10, 3.5))
-    body = "\n".join(
-        [
-            f"Final mean training loss over the {n} training examples (it is "
-            f"{start_loss:.3f} at the initialisation), after "
-            + " and ".join(f"{e} epoch(s) at batch size {b}" for b, e in regimes)
-            + ".  'diverged' marks a run that reached a non-finite value (training stops there).",
-            "",
-            common.table(head, rows),
-            "",
-            "## Claims",
-            "",
-            *(f"- {c}" for c in _claims(results, regimes, start_loss)),
-            "",
-            image or "",
-            "",
-        ]
+    intro = (
+        f"Final mean training loss over the {n} training examples (it is "
+        f"{start_loss:.3f} at the initialisation), after "
+        + " and ".join(f"{e} epoch(s) at batch size {b}" for b, e in regimes)
+        + ".  'diverged' marks a run that reached a non-finite value (training stops there)."
     )
     setup = {
         "data": f"{note} (the training part is the set trained on and scored)",
@@ -130,8 +118,10 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         "Stability across learning rates: IL-prox, IL, BP-SGD",
         quick,
         setup,
-        body,
-        time.perf_counter() - start,
+        body=[intro, "", common.table(head, rows)],
+        claims=_claims(results, regimes, start_loss),
+        image=common.figure(out, NAME, draw, (10, 3.5)),
+        seconds=time.perf_counter() - start,
     )
 
 
