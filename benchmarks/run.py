@@ -184,7 +184,9 @@ def pcx_available() -> bool:
     try:
         import benchmarks.pcx_peer  # noqa: F401  (imports pcx, jax and optax)
     except Exception as e:  # a broken JAX install should cost the row, not the run
-        print(f"benchmarks: PCX is installed but does not load ({e!r}); no pcx row", file=sys.stderr)
+        print(
+            f"benchmarks: PCX is installed but does not load ({e!r}); no pcx row", file=sys.stderr
+        )
         return False
     return True
 
@@ -343,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             "the batch-summed energy, one SGD step on the weights (batch mean); one jitted "
             "function, blocked on (benchmarks/pcx_peer.py)"
         )
-    threads = blas_threads() + (f", XLA PJRT_NPROC={os.environ.get('PJRT_NPROC')}" if pcx_ok else "")
+    threads = blas_threads() + (
+        f", XLA PJRT_NPROC={os.environ.get('PJRT_NPROC')}" if pcx_ok else ""
+    )
     header = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
