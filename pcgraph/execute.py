@@ -9,6 +9,7 @@ library beyond the namespace ``xp`` it is handed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -195,3 +196,17 @@ def run_kernels(kernels: list, state: dict[str, dict], batch_size: int) -> None:
     """Run lowered steps in order on ``state``."""
     for kernel in kernels:
         kernel(state, batch_size)
+
+
+def run_kernels_timed(kernels: list, state: dict[str, dict], batch_size: int) -> list[float]:
+    """``run_kernels``, returning each step's wall time in seconds (for ``Program.profile``).
+
+    A backend that runs asynchronously (CuPy) is timed at launch: synchronise inside the
+    steps' arrays yourself if you need device time.
+    """
+    times = []
+    for kernel in kernels:
+        start = time.perf_counter()
+        kernel(state, batch_size)
+        times.append(time.perf_counter() - start)
+    return times

@@ -11,7 +11,7 @@ import numpy as np
 from . import backends as _backends
 from .compile import Compiled, analyse, forward_steps
 from .errors import FeedError, GraphError, NumericalError, OptionError
-from .execute import lower, run_kernels
+from .execute import lower, run_kernels, run_kernels_timed
 from .graph import Graph, Node
 from .init import INITIALIZERS, default_init
 from .schedule import Schedule
@@ -73,6 +73,7 @@ class Program:
         self._names = {k: tuple(compiled.of_kind(k)) for k in ("param", "input", "target")}
         self._feedable = frozenset(self._names["input"] + self._names["target"])
         self._ancestors: dict[tuple[str, ...], set[str]] = {}
+        self._timings: list | None = None  # (section, step, seconds) while ``profile`` runs
 
     # ------------------------------------------------------------------ names
     @property
@@ -252,7 +253,40 @@ class Program:
             kernels = self._kernels[id(schedule)] = lower(
                 self.xp, compiled, schedule.steps, self._float
             )
-        run_kernels(kernels, state, size)
+        if self._timings is None:
+            run_kernels(kernels, state, size)
+        else:
+            times = run_kernels_timed(kernels, state, size)
+            steps = schedule.executed()
+            self._timings += [(sec, step, t) for (sec, step), t in zip(steps, times)]
+
+    def profile(
+        self,
+        params: Mapping,
+        batch: Mapping,
+        algorithm: str = "bp",
+        repeats: int = 20,
+        **options: Any,
+    ) -> list[tuple[str, Any, float]]:
+        """Where ``grads(params, batch, algorithm, **options)`` spends its time: (section title,
+        schedule step (``str`` prints it as the schedule does), median seconds over ``repeats``
+        calls after one warm-up) for every executed step, in order.  Time outside the schedule (checks, the optimiser) is
+        not in it: compare the sum with a timed ``train_step``."""
+        if not isinstance(repeats, int) or repeats < 1:
+            raise OptionError(f"profile: repeats={repeats!r} must be a positive integer")
+        self.grads(params, batch, algorithm, **options)  # lowers the schedule; not timed
+        runs = []
+        try:
+            for _ in range(repeats):
+                self._timings = []
+                self.grads(params, batch, algorithm, **options)
+                runs.append(self._timings)
+        finally:
+            self._timings = None
+        return [
+            (sec, step, float(np.median([run[i][2] for run in runs])))
+            for i, (sec, step, _) in enumerate(runs[0])
+        ]
 
     def evaluate(self, params: Mapping, batch: Mapping, node: Node | str) -> Any:
         """The value of ``node`` (handle or name) on ``batch``: a backend array ``(B, *shape)``."""

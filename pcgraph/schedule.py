@@ -99,6 +99,12 @@ class Schedule:
     def steps(self) -> tuple[Any, ...]:
         return tuple(s for sec in self.sections for s in sec.steps)
 
+    def executed(self) -> list[tuple[str, Any]]:
+        """(section title, step) of every step the executor runs (notes run nothing), in order."""
+        return [
+            (sec.title, s) for sec in self.sections for s in sec.steps if not isinstance(s, Note)
+        ]
+
     def section(self, title: str) -> Section:
         for sec in self.sections:
             if sec.title == title:

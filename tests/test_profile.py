@@ -1,0 +1,60 @@
+"""``Program.profile``: the time of each executed schedule step, labelled as the schedule prints it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import batch_for, mlp, residual
+
+import pcgraph as pc
+
+
+@pytest.mark.parametrize("algorithm, options", [("bp", {}), ("zil", {}), ("il", {"steps": 3})])
+def test_profile_has_one_row_per_executed_step_in_schedule_order(
+    algorithm: str, options: dict
+) -> None:
+    g = residual()
+    prog = pc.compile(g)
+    rows = prog.profile(prog.init_params(0), batch_for(g), algorithm, repeats=3, **options)
+    expected = prog.schedule(algorithm, **options).executed()
+    assert [(sec, step) for sec, step, _ in rows] == expected
+    assert all(isinstance(t, float) and t > 0 for *_, t in rows)
+
+
+def test_profiling_leaves_the_results_and_later_runs_unchanged() -> None:
+    g = mlp()
+    prog = pc.compile(g, dtype="float64")
+    params, batch = prog.init_params(0), batch_for(g)
+    before = prog.grads(params, batch, "zil")
+    prog.profile(params, batch, "zil", repeats=2)
+    after = prog.grads(params, batch, "zil")
+    assert all(np.array_equal(before[p], after[p]) for p in prog.params)
+    assert prog._timings is None  # later runs are not timed
+
+
+class _FailsOnSecondRead(dict):
+    """A batch whose arrays can be read once: the profile's timed runs then fail."""
+
+    reads = 0
+
+    def __getitem__(self, key: str) -> object:
+        self.reads += 1
+        if self.reads > len(self):
+            raise RuntimeError("the batch went away")
+        return super().__getitem__(key)
+
+
+def test_a_run_that_fails_while_timed_ends_the_profile_and_timing() -> None:
+    g = mlp()
+    prog = pc.compile(g)
+    with pytest.raises(RuntimeError, match="went away"):
+        prog.profile(prog.init_params(0), _FailsOnSecondRead(batch_for(g)), "bp")
+    assert prog._timings is None
+    assert prog.grads(prog.init_params(0), batch_for(g))  # and the program still runs
+
+
+@pytest.mark.parametrize("repeats", [0, -1, 2.5])
+def test_profile_refuses_a_repeat_count_that_is_not_a_positive_integer(repeats: object) -> None:
+    prog = pc.compile(mlp())
+    with pytest.raises(pc.OptionError, match="repeats"):
+        prog.profile(prog.init_params(0), batch_for(mlp()), repeats=repeats)
