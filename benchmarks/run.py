@@ -32,6 +32,7 @@ import numpy as np
 import benchmarks
 import pcgraph as pc
 
+GEMM_N = 1024  # the square GEMM whose rate the MLP's bp step is compared with
 ALGORITHMS = {"bp": {}, "zil": {}, "fpa": {"rate": 1.0}, "il": {"steps": 20, "rate": 0.1}}
 
 
@@ -108,13 +109,18 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) ->
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def square_gemm(n: int = 1024) -> Callable[[], Any]:
+    """One float32 ``n x n`` GEMM (``2 n^3`` FLOPs) into a preallocated output."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b, out = a.copy(), np.empty_like(a)
+    return lambda: np.matmul(a, b, out=out)
+
+
 def gemm_rate(n: int = 1024, repeats: int = 7) -> float:
     """The machine's float32 GEMM rate in FLOP/s (median of ``repeats``)."""
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    b = a.copy()
-    a @ b
-    best = statistics.median(_time(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best
+    gemm = square_gemm(n)
+    gemm()
+    return 2 * n**3 / statistics.median(_time(gemm) for _ in range(repeats))
 
 
 def _time(fn: Callable[[], Any]) -> float:
@@ -216,6 +222,9 @@ def bench_network(
     if mlp:
         hand = {k: np.array(v) for k, v in params.items()}
         fns["numpy"] = lambda: numpy_mlp_step(hand, batch["x"], batch["y"])
+        # The GEMM rate the bp step is a fraction of, measured in the same rounds: the machine's
+        # speed drifts by tens of percent over a run here, and a ratio should not see it.
+        fns["gemm"] = square_gemm(GEMM_N)
     if mlp and pcx_ok:
         from benchmarks.pcx_peer import PcxPeer
 
@@ -252,11 +261,32 @@ def bench_network(
                 **({"vs torch": medians["numpy"] / medians["torch"]} if "torch" in medians else {}),
             }
         )
-        rows[0]["gemm"] = mlp_flops(sizes, net.batch) / medians["bp"]
+        rows[0]["gemm"] = (mlp_flops(sizes, net.batch) / medians["bp"]) / (
+            2 * GEMM_N**3 / medians["gemm"]
+        )
     rows[0]["zil/bp"] = medians["zil"] / medians["bp"]
+    rows[0]["profile"] = bp_profile(prog, params, batch, repeats)
     mem = {a: peak_bytes(lambda a=a: prog.grads(params, batch, algorithm=a)) for a in ("bp", "zil")}
     rows[0]["mem"] = f"{mem['zil'] / mem['bp']:.2f} ({mem['bp'] / 2**20:.1f} MiB bp)"
     return rows
+
+
+def bp_profile(prog: pc.Program, params: dict, batch: dict, repeats: int) -> str:
+    """Where the bp step's time goes: each op's share (forward and VJPs), and what is spent
+    outside the schedule (feed checks, the finiteness check, the optimiser), by difference
+    with ``train_step`` timed the same way (back to back, median of ``repeats``)."""
+    per_op: dict[str, float] = {}
+    for _, s, seconds in prog.profile(params, batch, "bp", repeats=repeats):
+        op = getattr(s, "op", type(s).__name__.lower())
+        per_op[op] = per_op.get(op, 0.0) + seconds
+    sgd = pc.optim.SGD(lr=1e-3)
+    step = statistics.median(
+        _time(lambda: prog.train_step(params, batch, "bp", optimizer=sgd)) for _ in range(repeats)
+    )
+    per_op["outside the schedule"] = max(step - sum(per_op.values()), 0.0)
+    top = sorted(per_op.items(), key=lambda kv: -kv[1])
+    shares = ", ".join(f"{op} {t * 1e3:.2f} ({t / step:.0%})" for op, t in top if t / step >= 0.01)
+    return f"step {step * 1e3:.2f} ms: {shares}"
 
 
 def versions(pcx_ok: bool = False) -> dict[str, str]:
@@ -289,7 +319,11 @@ def blas_threads() -> str:
 def render(rows: list[dict], extra: dict[str, str], gemm: float, header: dict[str, str]) -> str:
     lines = ["# pcgraph benchmarks", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
-    lines += [f"- float32 GEMM (1024^2): {gemm / 1e9:.0f} GFLOP/s", ""]
+    lines += [
+        f"- float32 GEMM ({GEMM_N}^2): {gemm / 1e9:.0f} GFLOP/s at the end of the run; the GEMM "
+        "rate column divides by the rate measured in the same interleaved rounds as the step",
+        "",
+    ]
     lines += [
         "| network | algorithm | ms/step (median) | / PyTorch | / hand NumPy | GEMM rate "
         "| zil / bp time | zil / bp peak memory |",
@@ -300,13 +334,19 @@ def render(rows: list[dict], extra: dict[str, str], gemm: float, header: dict[st
         def fmt(key: str, spec: str) -> str:
             return format(r[key], spec) if key in r else ""
 
-        gem = f"{r['gemm'] / gemm:.0%}" if "gemm" in r else ""
+        gem = f"{r['gemm']:.0%}" if "gemm" in r else ""
         lines.append(
             f"| {r['network']} | {r['algorithm']} | {r['ms']:.3f} | "
             f"{fmt('vs torch', '.2f')} | {fmt('vs numpy', '.2f')} | {gem} | "
             f"{fmt('zil/bp', '.3f')} | {r.get('mem', '')} |"
         )
     lines += [""] + [f"- {k}: {v}" for k, v in extra.items()] + [""]
+    lines += [
+        "Where the bp step's time goes, in ms (`Program.profile`; steps run back to back, "
+        "ops of 1% and more):",
+        "",
+    ]
+    lines += [f"- {r['network']}: {r['profile']}" for r in rows if "profile" in r] + [""]
     return "\n".join(lines)
 
 
@@ -315,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat: keeps CI honest")
     ap.add_argument("--repeats", type=int, default=9, help="timed repeats per row (>= 7)")
     ap.add_argument("--out", default="BENCHMARKS.md", help="where to write the Markdown report")
+    ap.add_argument(
+        "--only",
+        default="",
+        metavar="TEXT",
+        help="run only the networks whose name contains TEXT (e.g. 'mlp', 'b256')",
+    )
     args = ap.parse_args(argv)
     repeats, warmup = (1, 1) if args.smoke else (max(args.repeats, 7), 3)
     try:
@@ -326,10 +372,17 @@ def main(argv: list[str] | None = None) -> int:
         torch_ok = False
     pcx_ok = pcx_available()
     rows: list[dict] = []
-    for net in networks(args.smoke):
+    chosen = [net for net in networks(args.smoke) if args.only in net.name]
+    if not chosen:
+        names = ", ".join(repr(net.name) for net in networks(args.smoke))
+        ap.error(f"--only {args.only!r} matches none of the networks: {names}")
+    for net in chosen:
         rows += bench_network(net, repeats, warmup, torch_ok, pcx_ok)
+    nodes = 100 if args.smoke else 1000
     extra = {
-        "compile a 1,000-node graph (with bp and zil schedules)": f"{compile_time(100 if args.smoke else 1000) * 1e3:.0f} ms",
+        f"compile a {nodes:,}-node graph (with bp and zil schedules)": (
+            f"{compile_time(nodes) * 1e3:.0f} ms"
+        ),
     }
     for r in rows:
         if "il/pcx" in r:
@@ -356,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "method": f"train step incl. SGD update, float32; medians of {repeats} interleaved "
         f"repeats after {warmup} warm-up rounds",
     }
-    text = render(rows, extra, gemm_rate(256 if args.smoke else 1024), header)
+    text = render(rows, extra, gemm_rate(GEMM_N), header)
     Path(args.out).write_text(text)
     print(text)
     return 0

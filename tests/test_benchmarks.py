@@ -23,8 +23,19 @@ def test_benchmark_smoke_run_writes_a_table(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-2000:]
     text = out.read_text()
-    for row in ("| bp |", "| zil |", "| fpa |", "| il |", "GFLOP/s", "1,000-node"):
+    for row in ("| bp |", "| zil |", "| fpa |", "| il |", "GFLOP/s", "100-node"):
         assert row in text
+    assert "- mlp 32-16-10 b8: step" in text and "linear" in text  # the bp profile section
+
+
+def test_benchmark_only_runs_the_networks_it_names(tmp_path: Path) -> None:
+    out = tmp_path / "BENCH.md"
+    args = [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out), "--only"]
+    run = subprocess.run([*args, "lenet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "| lenet b4 | bp |" in out.read_text() and "mlp" not in out.read_text()
+    bad = subprocess.run([*args, "vgg"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "matches none of the networks" in bad.stderr
 
 
 def test_the_pcx_peer_takes_pcgraphs_il_step() -> None:
