@@ -43,7 +43,7 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
     from benchmarks.run import interleaved  # the benchmark harness's timer (sets no threads late)
 
     start = time.perf_counter()
-    repeats, warmup = (1, 1) if quick else (15, 3)
+    repeats, warmup = (1, 1) if quick else (31, 3)
     base, note = common.mnist(quick, 256, 16)
     rows, medians = [], {}
     for arch in ARCHS:
