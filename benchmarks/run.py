@@ -33,6 +33,7 @@ import benchmarks
 import pcgraph as pc
 
 GEMM_N = 1024  # the square GEMM whose rate the MLP's bp step is compared with
+LOOP = 8  # steps (and batches) of the MLPs' training-loop rows
 ALGORITHMS = {"bp": {}, "zil": {}, "fpa": {"rate": 1.0}, "il": {"steps": 20, "rate": 0.1}}
 
 
@@ -225,6 +226,14 @@ def bench_network(
         # The GEMM rate the bp step is a fraction of, measured in the same rounds: the machine's
         # speed drifts by tens of percent over a run here, and a ratio should not see it.
         fns["gemm"] = square_gemm(GEMM_N)
+        # As a training loop runs: LOOP steps in a row, each on its own batch, so the weights
+        # stay in cache between steps and the batches do not (one call, divided by LOOP).
+        batches = [random_batch(g, net.batch, seed=i) for i in range(LOOP)]
+        loop_sgd = pc.optim.SGD(lr=1e-3)
+        fns["bp loop"] = lambda: [
+            prog.train_step(params, b, algorithm="bp", optimizer=loop_sgd) for b in batches
+        ]
+        fns["numpy loop"] = lambda: [numpy_mlp_step(hand, b["x"], b["y"]) for b in batches]
     if mlp and pcx_ok:
         from benchmarks.pcx_peer import PcxPeer
 
@@ -261,9 +270,19 @@ def bench_network(
                 **({"vs torch": medians["numpy"] / medians["torch"]} if "torch" in medians else {}),
             }
         )
-        rows[0]["gemm"] = (mlp_flops(sizes, net.batch) / medians["bp"]) / (
-            2 * GEMM_N**3 / medians["gemm"]
-        )
+        gemm_rate_here = 2 * GEMM_N**3 / medians["gemm"]
+        rows[0]["gemm"] = mlp_flops(sizes, net.batch) / medians["bp"] / gemm_rate_here
+        rows[-1]["gemm"] = mlp_flops(sizes, net.batch) / medians["numpy"] / gemm_rate_here
+        for name, key in (("bp", "bp loop"), ("numpy (hand)", "numpy loop")):
+            step = medians[key] / LOOP
+            rows.append(
+                {
+                    "network": net.name,
+                    "algorithm": f"{name}, training loop",
+                    "ms": step * 1e3,
+                    "gemm": mlp_flops(sizes, net.batch) / step / gemm_rate_here,
+                }
+            )
     rows[0]["zil/bp"] = medians["zil"] / medians["bp"]
     rows[0]["profile"] = bp_profile(prog, params, batch, repeats)
     mem = {a: peak_bytes(lambda a=a: prog.grads(params, batch, algorithm=a)) for a in ("bp", "zil")}
