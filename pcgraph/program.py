@@ -359,7 +359,8 @@ class Program:
         # nothing and the step goes ahead.
         xp = self.xp
         flat = (xp.reshape(g, (-1,)) for g in grads.values())
-        total = loss + sum(xp.vecdot(f, f) for f in flat)
+        with np.errstate(over="ignore"):  # an overflow here is not the user's: no warning
+            total = loss + sum(xp.vecdot(f, f) for f in flat)
         where = None if bool(xp.isfinite(total)) else self._first_nonfinite(state, grads)
         if where is not None:
             if on_nonfinite == "skip":
