@@ -293,15 +293,18 @@ def bench_network(
 def bp_profile(prog: pc.Program, params: dict, batch: dict, repeats: int) -> str:
     """Where the bp step's time goes: each op's share (forward and VJPs), and what is spent
     outside the schedule (feed checks, the finiteness check, the optimiser), by difference
-    with ``train_step`` timed the same way (back to back, median of ``repeats``)."""
-    per_op: dict[str, float] = {}
-    for _, s, seconds in prog.profile(params, batch, "bp", repeats=repeats):
-        op = getattr(s, "op", type(s).__name__.lower())
-        per_op[op] = per_op.get(op, 0.0) + seconds
+    with ``train_step``.  Profiled runs and timed steps alternate, ``repeats`` of each, so the
+    machine's drift shifts both alike; medians."""
     sgd = pc.optim.SGD(lr=1e-3)
-    step = statistics.median(
-        _time(lambda: prog.train_step(params, batch, "bp", optimizer=sgd)) for _ in range(repeats)
-    )
+    runs, steps = [], []
+    for _ in range(repeats):
+        runs.append(prog.profile(params, batch, "bp", repeats=1))
+        steps.append(_time(lambda: prog.train_step(params, batch, "bp", optimizer=sgd)))
+    per_op: dict[str, float] = {}
+    for i, (_, s, _) in enumerate(runs[0]):
+        op = getattr(s, "op", type(s).__name__.lower())
+        per_op[op] = per_op.get(op, 0.0) + statistics.median(run[i][2] for run in runs)
+    step = statistics.median(steps)
     per_op["outside the schedule"] = max(step - sum(per_op.values()), 0.0)
     top = sorted(per_op.items(), key=lambda kv: -kv[1])
     shares = ", ".join(f"{op} {t * 1e3:.2f} ({t / step:.0%})" for op, t in top if t / step >= 0.01)
@@ -361,8 +364,8 @@ def render(rows: list[dict], extra: dict[str, str], gemm: float, header: dict[st
         )
     lines += [""] + [f"- {k}: {v}" for k, v in extra.items()] + [""]
     lines += [
-        "Where the bp step's time goes, in ms (`Program.profile`; steps run back to back, "
-        "ops of 1% and more):",
+        "Where the bp step's time goes, in ms (`Program.profile` alternating with timed "
+        "steps, medians; ops of 1% and more):",
         "",
     ]
     lines += [f"- {r['network']}: {r['profile']}" for r in rows if "profile" in r] + [""]
