@@ -239,3 +239,19 @@ def test_a_loss_operand_that_feeds_other_nodes_is_refused_for_pc() -> None:
     prog.grads(prog.init_params(0), batch)  # backprop is fine
     with pytest.raises(pc.GraphError, match="pc.identity"):
         prog.grads(prog.init_params(0), batch, algorithm="zil")
+
+
+def test_il_step_0_takes_the_feed_forward_predictions_unless_values_are_perturbed() -> None:
+    from pcgraph.schedule import Eval
+
+    prog = pc.compile(residual())
+
+    def recomputed_at_step_0(algorithm: str, **options: object) -> list:
+        sched = prog.schedule(algorithm, **options)
+        return [s for s in sched.section("inference t=0").steps if isinstance(s, Eval)]
+
+    assert recomputed_at_step_0("il", steps=3) == []
+    assert recomputed_at_step_0("zil", dense=True, init_noise=0.1)  # perturbed: recomputed
+    # and the later steps still recompute every prediction a value update can change
+    later = prog.schedule("il", steps=3).section("inference t=1").steps
+    assert any(isinstance(s, Eval) and s.into == "mu" for s in later)

@@ -241,7 +241,9 @@ def dense_sections(
 
     def errors(first: bool) -> list:
         out: list = list(fresh) if first else []
-        if not fixed:
+        # Before the first update the values are the feed-forward ones (unless perturbed), so
+        # the snapshot's predictions are already those a recomputation would give, bit for bit.
+        if not fixed and not (first and noise == 0.0):
             out += [Eval(o, c.nodes[o].op, c.nodes[o].operands) for o in stale_outputs]
             out += [Eval(v, c.nodes[v].op, c.nodes[v].operands, into="mu") for v in stale_values]
         if first or not fixed:
