@@ -311,8 +311,32 @@ def bp_profile(prog: pc.Program, params: dict, batch: dict, repeats: int) -> str
     return f"step {step * 1e3:.2f} ms: {shares}"
 
 
+def source_revision() -> str:
+    """The git commit the measured pcgraph is at (``+`` if it has uncommitted changes), or ''."""
+    import subprocess
+
+    root = Path(pc.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:  # no git
+        return ""
+    if head.returncode != 0:
+        return ""
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def versions(pcx_ok: bool = False) -> dict[str, str]:
-    out = {"python": platform.python_version(), "numpy": np.__version__, "pcgraph": pc.__version__}
+    rev = source_revision()
+    pcgraph = pc.__version__ + (f" (commit {rev})" if rev else "")
+    out = {"python": platform.python_version(), "numpy": np.__version__, "pcgraph": pcgraph}
     try:
         import torch
 
