@@ -312,25 +312,27 @@ def bp_profile(prog: pc.Program, params: dict, batch: dict, repeats: int) -> str
 
 
 def source_revision() -> str:
-    """The git commit the measured pcgraph is at (``+`` if it has uncommitted changes), or ''."""
+    """The git commit of the checkout pcgraph is imported from (``+`` when its library or
+    benchmark sources have uncommitted changes); '' when it is not imported from a checkout."""
     import subprocess
 
     root = Path(pc.__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        )
-    except OSError:  # no git
+
+    def git(*args: str) -> str | None:
+        try:
+            run = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        except OSError:  # no git
+            return None
+        return run.stdout.strip() if run.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != root:  # installed, or inside another repository
         return ""
-    if head.returncode != 0:
-        return ""
-    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+    head = git("rev-parse", "--short", "HEAD") or ""
+    dirty = git(
+        "status", "--porcelain", "--untracked-files=no", "--", "pcgraph", "backends", "benchmarks"
+    )
+    return head + ("+" if head and dirty else "")
 
 
 def versions(pcx_ok: bool = False) -> dict[str, str]:

@@ -198,15 +198,19 @@ def run_kernels(kernels: list, state: dict[str, dict], batch_size: int) -> None:
         kernel(state, batch_size)
 
 
-def run_kernels_timed(kernels: list, state: dict[str, dict], batch_size: int) -> list[float]:
+def run_kernels_timed(
+    kernels: list, state: dict[str, dict], batch_size: int, synchronize: Callable[[], None]
+) -> list[float]:
     """``run_kernels``, returning each step's wall time in seconds (for ``Program.profile``).
 
-    A backend that runs asynchronously (CuPy) is timed at launch: synchronise inside the
-    steps' arrays yourself if you need device time.
+    ``synchronize`` waits for the device after each step, so that an asynchronous backend's
+    time lands on the step that queued the work (it serialises the steps: use it to profile).
     """
     times = []
+    synchronize()
     for kernel in kernels:
         start = time.perf_counter()
         kernel(state, batch_size)
+        synchronize()
         times.append(time.perf_counter() - start)
     return times

@@ -62,7 +62,9 @@ class Program:
         self.dtype = dtype
         self._float = getattr(self.xp, dtype)
         self._schedules: dict[tuple, Schedule] = {}
-        self._derived: dict[tuple, Any] = {}  # graphs derived for algorithms (identity-levelled)
+        # What algorithms derive once and reuse: the identity-levelled graph, each schedule's
+        # graph, lowered forward passes.
+        self._derived: dict[tuple, Any] = {}
         self._kernels: dict[int, list] = {}  # id(schedule) -> its steps lowered to closures
         self._consts = {
             n: backend.asarray(s.value, dtype)
@@ -256,8 +258,13 @@ class Program:
         if self._timings is None:
             run_kernels(kernels, state, size)
         else:
-            times = run_kernels_timed(kernels, state, size)
+            times = run_kernels_timed(kernels, state, size, self.backend.synchronize)
             steps = schedule.executed()
+            if len(steps) != len(times):  # lower() and executed() must skip the same steps
+                raise RuntimeError(
+                    f"profile: {len(times)} kernels for the {len(steps)} executed steps of "
+                    f"schedule {schedule.algorithm!r}"
+                )
             self._timings += [(sec, step, t) for (sec, step), t in zip(steps, times)]
 
     def profile(
@@ -270,9 +277,13 @@ class Program:
     ) -> list[tuple[str, Any, float]]:
         """Where ``grads(params, batch, algorithm, **options)`` spends its time: (section title,
         schedule step (``str`` prints it as the schedule does), median seconds over ``repeats``
-        calls after one warm-up) for every executed step, in order.  Time outside the schedule (checks, the optimiser) is
-        not in it: compare the sum with a timed ``train_step``."""
-        if not isinstance(repeats, int) or repeats < 1:
+        calls after one warm-up) for every executed step, in order.
+
+        Time outside the schedule (checks, the optimiser) is not in it: compare the sum with a
+        timed ``train_step``.  On a GPU the device is synchronised after every step, so each
+        step carries its own device time, and the steps do not overlap as they do unprofiled.
+        """
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
             raise OptionError(f"profile: repeats={repeats!r} must be a positive integer")
         self.grads(params, batch, algorithm, **options)  # lowers the schedule; not timed
         runs = []
@@ -283,9 +294,12 @@ class Program:
                 runs.append(self._timings)
         finally:
             self._timings = None
+        labels = [(sec, step) for sec, step, _ in runs[0]]
+        if any([(sec, step) for sec, step, _ in run] != labels for run in runs[1:]):
+            raise RuntimeError(f"profile: {algorithm!r} did not run the same steps every call")
         return [
             (sec, step, float(np.median([run[i][2] for run in runs])))
-            for i, (sec, step, _) in enumerate(runs[0])
+            for i, (sec, step) in enumerate(labels)
         ]
 
     def evaluate(self, params: Mapping, batch: Mapping, node: Node | str) -> Any:

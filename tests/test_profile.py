@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from helpers import batch_for, mlp, residual
@@ -53,7 +55,28 @@ def test_a_run_that_fails_while_timed_ends_the_profile_and_timing() -> None:
     assert prog.grads(prog.init_params(0), batch_for(g))  # and the program still runs
 
 
-@pytest.mark.parametrize("repeats", [0, -1, 2.5])
+def test_a_step_that_fails_while_timed_ends_the_profile_and_timing(monkeypatch) -> None:  # noqa: ANN001
+    tanh = pc.ops.OPS["tanh"]
+    calls = []
+
+    def fails_after_the_warm_up(xp: object, xs: list) -> object:
+        calls.append(1)
+        if len(calls) > 2:  # the warm-up run evaluates the two hidden layers' tanh
+            raise FloatingPointError("a kernel failed")
+        return tanh.forward(xp, xs)
+
+    monkeypatch.setitem(
+        pc.ops.OPS, "tanh", dataclasses.replace(tanh, forward=fails_after_the_warm_up)
+    )
+    g = mlp(sizes=(6, 5, 4, 3))
+    prog = pc.compile(g)
+    with pytest.raises(FloatingPointError, match="kernel failed"):
+        prog.profile(prog.init_params(0), batch_for(g), "bp", repeats=3)
+    assert len(calls) == 3  # it failed in the first timed run, partway through the schedule
+    assert prog._timings is None
+
+
+@pytest.mark.parametrize("repeats", [0, -1, 2.5, True])
 def test_profile_refuses_a_repeat_count_that_is_not_a_positive_integer(repeats: object) -> None:
     prog = pc.compile(mlp())
     with pytest.raises(pc.OptionError, match="repeats"):
