@@ -122,19 +122,19 @@ def compiled_for(program: Any, schedule: Schedule) -> Compiled:
     schedules, so their ids stay theirs).
     """
     key = ("compiled for", id(schedule))
-    found = program._derived.get(key)
-    if found is not None:
-        return found
-    names = {s.node for s in schedule.steps if hasattr(s, "node")}
-    if names <= set(program.compiled.nodes):
-        found = program.compiled
-    else:
-        levelled = ("identity-levelled",)
-        if levelled not in program._derived:
-            program._derived[levelled] = pc_view(program.compiled, "identity")[0]
-        found = program._derived[levelled]
-    program._derived[key] = found
-    return found
+    if key not in program._derived:
+        names = {s.node for s in schedule.steps if hasattr(s, "node")}
+        own = names <= set(program.compiled.nodes)
+        program._derived[key] = program.compiled if own else _identity_levelled(program)
+    return program._derived[key]
+
+
+def _identity_levelled(program: Any) -> Compiled:
+    """The program's graph with identity relays (``levelling="identity"``), built once."""
+    key = ("identity-levelled",)
+    if key not in program._derived:
+        program._derived[key] = pc_view(program.compiled, "identity")[0]
+    return program._derived[key]
 
 
 def pc_grads(name: str):  # noqa: ANN201
