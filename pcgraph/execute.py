@@ -88,10 +88,16 @@ def _kernel(xp: Any, c: Compiled, step: Any, dtype: Any) -> Callable[[dict, int]
         return run_vjp
     if kind is Seed:
         node, into, value = step.node, step.into, step.value
+        # One array per batch size, made once: stored arrays are never written in place, so
+        # every run may share it (IL seeds its loss error at every inference step).
+        seeds: dict[int, Any] = {}
 
         def run_seed(state: dict, batch: int) -> None:
-            fill = 1.0 / batch if value == "1/B" else float(value)
-            state.setdefault(into, {})[node] = xp.full((batch,), fill, dtype=dtype)
+            seed = seeds.get(batch)
+            if seed is None:
+                fill = 1.0 / batch if value == "1/B" else float(value)
+                seed = seeds[batch] = xp.full((batch,), fill, dtype=dtype)
+            state.setdefault(into, {})[node] = seed
 
         return run_seed
     if kind is Relax:

@@ -34,6 +34,23 @@ def test_one_hot_targets_give_the_same_gradients_as_class_indices() -> None:
     np.testing.assert_allclose(ga["W"], gb["W"], rtol=1e-12)
 
 
+@pytest.mark.parametrize("algorithm", ["bp", "il"])
+def test_one_program_serves_batches_of_any_size_in_any_order(algorithm: str) -> None:
+    # The loss seeds (1/B for bp, -1 for IL) are made once per batch size and shared by runs.
+    g = mlp()
+    prog = pc.compile(g, dtype="float64")
+    params, opts = prog.init_params(0), ALGORITHM_OPTIONS.get(algorithm, {})
+    batches = {B: batch_for(g, B=B, seed=B) for B in (3, 5)}
+    fresh = {
+        B: pc.compile(g, dtype="float64").grads(params, batches[B], algorithm, **opts)
+        for B in (3, 5)
+    }
+    for B in (3, 5, 3, 5):
+        got = prog.grads(params, batches[B], algorithm, **opts)
+        for name, value in got.items():
+            np.testing.assert_array_equal(value, fresh[B][name], err_msg=f"{name} at batch {B}")
+
+
 def test_loss_is_the_batch_mean_of_the_per_example_losses() -> None:
     g = mlp()
     prog = pc.compile(g, dtype="float64")
