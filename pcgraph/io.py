@@ -314,19 +314,26 @@ def load(path: PathLike, program: Any = None) -> Checkpoint:
     if not path.is_file():
         raise _fail(path, "no such file")
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise _fail(path, f"not a readable .npz checkpoint (truncated or corrupted? {e})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise _fail(path, "holds a single array, not a pcgraph checkpoint archive")
-    try:
-        with archive:
-            return _load_archive(path, archive, program)
-    except PCGraphError:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error) as e:
-        # Reading a member checks its CRC-32: corruption anywhere in the data lands here.
-        raise _fail(path, f"unreadable or corrupted ({type(e).__name__}: {e})") from None
+        file = open(path, "rb")  # ours to close: np.load leaks its own on a truncated zip
+    except OSError as e:
+        raise _fail(path, f"cannot be opened ({e})") from None
+    with file:
+        try:
+            archive = np.load(file, allow_pickle=False)
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+            raise _fail(
+                path, f"not a readable .npz checkpoint (truncated or corrupted? {e})"
+            ) from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise _fail(path, "holds a single array, not a pcgraph checkpoint archive")
+        try:
+            with archive:
+                return _load_archive(path, archive, program)
+        except PCGraphError:
+            raise
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error) as e:
+            # Reading a member checks its CRC-32: corruption anywhere in the data lands here.
+            raise _fail(path, f"unreadable or corrupted ({type(e).__name__}: {e})") from None
 
 
 def _load_archive(path: Path, archive: Any, program: Any) -> Checkpoint:
