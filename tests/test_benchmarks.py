@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +24,8 @@ def test_benchmark_smoke_run_writes_a_table(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-2000:]
     text = out.read_text()
-    for row in ("| bp |", "| zil |", "| fpa |", "| il |", "GFLOP/s", "100-node"):
+    rows = ("| bp |", "| zil |", "| fpa |", "| il |", "| numpy (hand, out= buffers) |")
+    for row in (*rows, "GFLOP/s", "100-node"):
         assert row in text
     assert "- mlp 32-16-10 b8: step" in text and "linear" in text  # the bp profile section
 
@@ -36,6 +38,27 @@ def test_benchmark_only_runs_the_networks_it_names(tmp_path: Path) -> None:
     assert "| lenet b4 | bp |" in out.read_text() and "mlp" not in out.read_text()
     bad = subprocess.run([*args, "vgg"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "matches none of the networks" in bad.stderr
+
+
+def test_the_preallocated_hand_step_takes_the_hand_steps_update() -> None:
+    from benchmarks.run import PreallocatedMlpStep, numpy_mlp_step
+
+    rng = np.random.default_rng(0)
+    sizes, batch = (12, 7, 5, 4), 6
+    params = {}
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        params[f"fc{i}.W"] = rng.standard_normal((a, b)).astype(np.float32)
+        params[f"fc{i}.b"] = rng.standard_normal(b).astype(np.float32)
+    x, y = rng.standard_normal((batch, 12)).astype(np.float32), rng.integers(0, 4, batch)
+    hand = {k: v.copy() for k, v in params.items()}
+    ceiling = {k: v.copy() for k, v in params.items()}
+    step = PreallocatedMlpStep(ceiling, batch)
+    for _ in range(3):
+        numpy_mlp_step(hand, x, y, lr=0.1)
+        step(x, y, lr=0.1)
+    for name in params:
+        assert np.abs(hand[name] - params[name]).max() > 1e-3  # the step moved it
+        np.testing.assert_allclose(ceiling[name], hand[name], rtol=1e-5, atol=1e-6)
 
 
 def test_the_pcx_peer_takes_pcgraphs_il_step() -> None:
