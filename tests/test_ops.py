@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import pcgraph as pc
 from pcgraph.graph import infer
-from pcgraph.ops import OPS, Example
+from pcgraph.ops import _GEMV_MIN_SIZE, OPS, Example, mean_over, sum_over
 
 B = 3
 CASES = [(name, i, ex) for name, op in OPS.items() for i, ex in enumerate(op.examples)]
@@ -79,3 +80,39 @@ def test_float32_operands_give_float32_values_and_cotangents(
         if d != "int64":
             cot = op.vjp(np, i, g, out, xs, **lowered)
             assert cot.dtype == np.float32, f"operand {i}: cotangent is {cot.dtype}"
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict"])
+def test_sum_over_and_mean_over_agree_with_the_namespace_reductions(backend_name: str) -> None:
+    # Every rule sums through these two; leading and trailing blocks of a large array go by
+    # GEMV, others by the namespace's sum: both kinds are checked here.
+    be = pc.backends.get(backend_name)
+    rng = np.random.default_rng(0)
+    for shape in ((3, 4, 5), (32, 24, 40)):
+        _check_sums(be, shape, rng)
+    assert 3 * 4 * 5 < _GEMV_MIN_SIZE <= 32 * 24 * 40
+    ints = be.asarray(np.arange(12).reshape(3, 4), "int64")  # not float: the namespace's sum
+    assert np.asarray(sum_over(be.xp, ints, 1)).tolist() == [6, 22, 38]
+    nan = rng.standard_normal((32, 24, 40))
+    nan[1, 2, 3] = np.nan
+    assert np.isnan(np.asarray(sum_over(be.xp, be.asarray(nan, "float64"), 2))[1, 2])
+
+
+def _check_sums(be, shape: tuple, rng: np.random.Generator) -> None:  # noqa: ANN001
+    xp = be.xp
+    axes_cases = [None, 0, 1, 2, -1, (0, 1), (1, 2), (0, 2), (0, 1, 2), ()]
+    for dtype in ("float32", "float64"):
+        host = rng.standard_normal(shape).astype(dtype)
+        a = be.asarray(host, dtype)
+        for axis in axes_cases:
+            for keepdims in (False, True):
+                where = f"{dtype} axis={axis} keepdims={keepdims}"
+                got_sum = np.asarray(sum_over(xp, a, axis, keepdims))
+                got_mean = np.asarray(mean_over(xp, a, axis, keepdims))
+                want_sum = np.sum(host, axis=axis, keepdims=keepdims)
+                want_mean = np.mean(host, axis=axis, keepdims=keepdims)
+                tol = 1e-4 if dtype == "float32" else 1e-12
+                assert got_sum.shape == want_sum.shape, where
+                assert got_sum.dtype == want_sum.dtype == got_mean.dtype, where
+                np.testing.assert_allclose(got_sum, want_sum, rtol=tol, atol=tol, err_msg=where)
+                np.testing.assert_allclose(got_mean, want_mean, rtol=tol, atol=tol, err_msg=where)
