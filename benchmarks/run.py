@@ -1,7 +1,7 @@
 """Time pcgraph's training steps against PyTorch's CPU autograd on the same networks and weights.
 
-Compared runs are interleaved (A B A B ...) and reported as medians after a warm-up, with the
-ratio to the peer measured in the same run.  Nothing here is asserted by unit tests; the CI only
+Compared runs are interleaved (A B A B ...) after a warm-up; times are medians over the rounds,
+ratios the median over rounds of the two calls' ratio in each round.  Nothing here is asserted by unit tests; the CI only
 runs ``--smoke`` to keep the harness working.
 
 Where PCX (the JAX predictive-coding library) is importable, the MLP networks get one more row,
@@ -88,8 +88,28 @@ def random_batch(g: pc.Graph, size: int, seed: int = 0) -> dict:
     return out
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each function, timed in rounds (A B C, C A B, ...) after a warm-up.
+class Timings:
+    """Seconds per call of each function, one entry per round of ``interleaved``."""
+
+    def __init__(self, times: dict[str, list[float]]) -> None:
+        self.times = times
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.times
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.times[name])
+
+    def ratio(self, name: str, reference: str) -> float:
+        """The median over rounds of ``name``'s time over ``reference``'s in the same round:
+        the machine's speed drifts by tens of percent within a run here, and two calls of one
+        round see much the same speed where two medians over the whole run need not."""
+        pairs = zip(self.times[name], self.times[reference])
+        return statistics.median(a / b for a, b in pairs)
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> Timings:
+    """Each function timed in rounds (A B C, C A B, ...) after a warm-up.
 
     Each round runs every function once, in a fresh seeded random order: a function that always
     ran right after one sharing its arrays would find them in cache and look faster than it is.
@@ -107,7 +127,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) ->
             fn()
             times[name].append(time.perf_counter() - t)
             gc.enable()
-    return {k: statistics.median(v) for k, v in times.items()}
+    return Timings(times)
 
 
 def square_gemm(n: int = 1024) -> Callable[[], Any]:
@@ -298,50 +318,51 @@ def bench_network(
         # The first call traces and compiles; it is reported apart and kept out of the timings.
         pcx_compile = _time(lambda: pcx_peer.step(pcx_feeds))
         fns["pcx"] = lambda: pcx_peer.step(pcx_feeds)
-    medians = interleaved(fns, repeats, warmup)
+    timed = interleaved(fns, repeats, warmup)
     rows = []
 
     def row(name: str, key: str) -> dict:
-        out = {"network": net.name, "algorithm": name, "ms": medians[key] * 1e3}
-        if "torch" in medians:
-            out["vs torch"] = medians[key] / medians["torch"]
-        if "numpy" in medians:
-            out["vs numpy"] = medians[key] / medians["numpy"]
+        out = {"network": net.name, "algorithm": name, "ms": timed.median(key) * 1e3}
+        if "torch" in timed:
+            out["vs torch"] = timed.ratio(key, "torch")
+        if "numpy" in timed:
+            out["vs numpy"] = timed.ratio(key, "numpy")
         return out
 
     for algo in ALGORITHMS:
         rows.append(row(algo, algo))
-    if "pcx" in medians:
+    if "pcx" in timed:
         rows.append(row(f"pcx il ({ALGORITHMS['il']['steps']} steps)", "pcx"))
-        rows[0]["il/pcx"] = medians["il"] / medians["pcx"]
+        rows[0]["il/pcx"] = timed.ratio("il", "pcx")
         rows[0]["pcx compile"] = pcx_compile
-    if "torch" in medians:
-        rows.append({"network": net.name, "algorithm": "pytorch", "ms": medians["torch"] * 1e3})
-    if "numpy" in medians:
-        # FLOPs of one step over the GEMM's FLOP rate in the same rounds: the step's seconds
-        # at that rate, so the fraction of it a step of ``seconds`` reaches is that / seconds.
-        at_gemm_rate = mlp_flops(sizes, net.batch) * medians["gemm"] / (2 * GEMM_N**3)
-        rows[0]["gemm"] = at_gemm_rate / medians["bp"]
+    if "torch" in timed:
+        rows.append(
+            {"network": net.name, "algorithm": "pytorch", "ms": timed.median("torch") * 1e3}
+        )
+    if "numpy" in timed:
+        # A step's fraction of the GEMM rate is its FLOPs over the GEMM's FLOP rate (both in the
+        # same round), divided by its seconds: flops / (2 n^3) * (gemm seconds / step seconds).
+        gemm_flops = mlp_flops(sizes, net.batch) / (2 * GEMM_N**3)
+        rows[0]["gemm"] = gemm_flops * timed.ratio("gemm", "bp")
         for name, key in (("numpy (hand)", "numpy"), (CEILING, "numpy out=")):
-            hand = {"network": net.name, "algorithm": name, "ms": medians[key] * 1e3}
-            if "torch" in medians:
-                hand["vs torch"] = medians[key] / medians["torch"]
-            rows.append({**hand, "gemm": at_gemm_rate / medians[key]})
+            hand = {"network": net.name, "algorithm": name, "ms": timed.median(key) * 1e3}
+            if "torch" in timed:
+                hand["vs torch"] = timed.ratio(key, "torch")
+            rows.append({**hand, "gemm": gemm_flops * timed.ratio("gemm", key)})
         for name, key in (
             ("bp", "bp loop"),
             ("numpy (hand)", "numpy loop"),
             (CEILING, "numpy out= loop"),
         ):
-            step = medians[key] / LOOP
             rows.append(
                 {
                     "network": net.name,
                     "algorithm": f"{name}, training loop",
-                    "ms": step * 1e3,
-                    "gemm": at_gemm_rate / step,
+                    "ms": timed.median(key) / LOOP * 1e3,
+                    "gemm": gemm_flops * LOOP * timed.ratio("gemm", key),
                 }
             )
-    rows[0]["zil/bp"] = medians["zil"] / medians["bp"]
+    rows[0]["zil/bp"] = timed.ratio("zil", "bp")
     rows[0]["profile"] = bp_profile(prog, params, batch, repeats)
     mem = {a: peak_bytes(lambda a=a: prog.grads(params, batch, algorithm=a)) for a in ("bp", "zil")}
     rows[0]["mem"] = f"{mem['zil'] / mem['bp']:.2f} ({mem['bp'] / 2**20:.1f} MiB bp)"
@@ -512,8 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "threads": f"{benchmarks.THREADS} ({threads})",
         "versions": ", ".join(f"{k} {v}" for k, v in versions(pcx_ok).items()),
-        "method": f"train step incl. SGD update, float32; medians of {repeats} interleaved "
-        f"repeats after {warmup} warm-up rounds",
+        "method": f"train step incl. SGD update, float32; {repeats} interleaved rounds after "
+        f"{warmup} warm-up rounds; ms are medians over the rounds, ratios (and GEMM-rate "
+        "fractions) medians of the ratio within each round",
     }
     text = render(rows, extra, gemm_rate(GEMM_N), header)
     Path(args.out).write_text(text)

@@ -40,6 +40,17 @@ def test_benchmark_only_runs_the_networks_it_names(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "matches none of the networks" in bad.stderr
 
 
+def test_ratios_pair_the_calls_of_each_round() -> None:
+    from benchmarks.run import Timings
+
+    # The machine halves its speed in round 3, between a's call and b's: b takes 1.1x a's time
+    # in the four other rounds, yet b's median is 2.2x a's (2 fast rounds of 5 against 3).
+    t = Timings({"a": [1.0, 1.0, 1.0, 2.0, 2.0], "b": [1.1, 1.1, 2.2, 2.2, 2.2]})
+    assert t.median("b") / t.median("a") == pytest.approx(2.2)
+    assert t.ratio("b", "a") == pytest.approx(1.1)
+    assert "a" in t and "c" not in t
+
+
 def test_the_preallocated_hand_step_takes_the_hand_steps_update() -> None:
     from benchmarks.run import PreallocatedMlpStep, numpy_mlp_step
 
