@@ -58,7 +58,8 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
             fns[label] = lambda a=algo, o=opts, s=opt: prog.train_step(
                 params, feed, algorithm=a, optimizer=s, **o
             )
-        med = {k: v * 1e3 for k, v in interleaved(fns, repeats, warmup).items()}
+        timed = interleaved(fns, repeats, warmup)
+        med = {k: timed.median(k) * 1e3 for k in fns}
         medians[arch.key] = med
         paper, p_zil, p_bp = PAPER[arch.key]
         depth = structure(prog.compiled).depth
