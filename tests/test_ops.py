@@ -116,3 +116,17 @@ def _check_sums(be, shape: tuple, rng: np.random.Generator) -> None:  # noqa: AN
                 assert got_sum.dtype == want_sum.dtype == got_mean.dtype, where
                 np.testing.assert_allclose(got_sum, want_sum, rtol=tol, atol=tol, err_msg=where)
                 np.testing.assert_allclose(got_mean, want_mean, rtol=tol, atol=tol, err_msg=where)
+
+
+@pytest.mark.parametrize("classes, labels", [(4, 6), (50, 3)])
+def test_integer_labels_give_the_gradient_of_their_one_hot_rows(classes: int, labels: int) -> None:
+    # Few classes: the one-hot rows are gathered from an identity; many: labels are compared.
+    sce = OPS["softmax_cross_entropy"]
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((labels, classes))
+    y = rng.integers(0, classes, labels)
+    g = rng.standard_normal(labels)
+    by_label = sce.vjp(np, 0, g, sce.forward(np, [z, y]), [z, y])
+    one_hot = np.eye(classes)[y]
+    by_rows = sce.vjp(np, 0, g, sce.forward(np, [z, one_hot]), [z, one_hot])
+    np.testing.assert_allclose(by_label, by_rows, rtol=1e-12, atol=1e-15)
