@@ -1,8 +1,8 @@
 """Time pcgraph's training steps against PyTorch's CPU autograd on the same networks and weights.
 
 Compared runs are interleaved (A B A B ...) after a warm-up; times are medians over the rounds,
-ratios the median over rounds of the two calls' ratio in each round.  Nothing here is asserted by unit tests; the CI only
-runs ``--smoke`` to keep the harness working.
+ratios the median over rounds of the two calls' ratio in each round.  Nothing here is asserted
+by unit tests; the CI only runs ``--smoke`` to keep the harness working.
 
 Where PCX (the JAX predictive-coding library) is importable, the MLP networks get one more row,
 PCX's IL step with the same weights, 20 inference steps and SGD (``benchmarks/pcx_peer.py``).
@@ -150,10 +150,15 @@ def _time(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
+def _mlp_layers(params: dict) -> list[str]:
+    """The zoo MLP's layer names (``fc0``, ``fc1``, ...) in order."""
+    return sorted({k.split(".")[0] for k in params}, key=lambda n: int(n[2:]))
+
+
 def numpy_mlp_step(params: dict, x: np.ndarray, y: np.ndarray, lr: float = 0.01) -> None:
     """The floor: a hand-written NumPy backprop + SGD step of the zoo's relu MLP
     (parameters ``fc{i}.W`` of shape (in, out) and ``fc{i}.b``)."""
-    layers = sorted({k.split(".")[0] for k in params}, key=lambda n: int(n[2:]))
+    layers = _mlp_layers(params)
     acts, h = [x], x
     for i, layer in enumerate(layers):
         z = h @ params[f"{layer}.W"] + params[f"{layer}.b"]
@@ -182,9 +187,9 @@ class PreallocatedMlpStep:
     could adopt as is (it writes its buffers in place and knows the network)."""
 
     def __init__(self, params: dict, batch: int) -> None:
-        self.layers = sorted({k.split(".")[0] for k in params}, key=lambda n: int(n[2:]))
-        self.W = [params[f"{n}.W"] for n in self.layers]
-        self.b = [params[f"{n}.b"] for n in self.layers]
+        layers = _mlp_layers(params)
+        self.W = [params[f"{n}.W"] for n in layers]
+        self.b = [params[f"{n}.b"] for n in layers]
         f32 = self.W[0].dtype
         widths = [w.shape[1] for w in self.W]
         self.z = [np.empty((batch, n), f32) for n in widths]  # pre-activations
