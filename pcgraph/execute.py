@@ -24,7 +24,6 @@ from .schedule import (
     Eval,
     GradientUnits,
     Normalise,
-    Note,
     Perturb,
     ProxOutput,
     Relax,
@@ -48,7 +47,7 @@ def _sq_norm(xp: Any, arrays: list) -> Any:
     return total
 
 
-def _kernel(xp: Any, c: Compiled, step: Any, dtype: Any) -> Callable[[dict, int], None] | None:
+def _kernel(xp: Any, c: Compiled, step: Any, dtype: Any) -> Callable[[dict, int], None]:
     """One step as a closure over everything that does not change between runs."""
     kind = type(step)
     if kind is Eval:
@@ -187,15 +186,13 @@ def _kernel(xp: Any, c: Compiled, step: Any, dtype: Any) -> Callable[[dict, int]
                 d[param] = d[param] / (alpha * (norm + 1.0 + eps))
 
         return run_normalise
-    if kind is Note:
-        return None
     raise TypeError(f"the executor cannot run step {step!r}")
 
 
 def lower(xp: Any, c: Compiled, steps: Iterable, dtype: Any) -> list[Callable[[dict, int], None]]:
-    """A schedule's steps as closures, ready to be run many times."""
-    kernels = (_kernel(xp, c, step, dtype) for step in steps)
-    return [k for k in kernels if k is not None]
+    """Steps that run (``Schedule.executed()``: no notes) as closures, one per step, ready to
+    be run many times."""
+    return [_kernel(xp, c, step, dtype) for step in steps]
 
 
 def run_kernels(kernels: list, state: dict[str, dict], batch_size: int) -> None:

@@ -9,6 +9,7 @@ import pytest
 from helpers import batch_for, mlp, residual
 
 import pcgraph as pc
+from pcgraph.execute import lower
 
 
 @pytest.mark.parametrize("algorithm, options", [("bp", {}), ("zil", {}), ("il", {"steps": 3})])
@@ -21,6 +22,18 @@ def test_profile_has_one_row_per_executed_step_in_schedule_order(
     expected = prog.schedule(algorithm, **options).executed()
     assert [(sec, step) for sec, step, _ in rows] == expected
     assert all(isinstance(t, float) and t > 0 for *_, t in rows)
+
+
+def test_lowering_makes_one_kernel_per_executed_step_and_refuses_notes() -> None:
+    g = residual()
+    prog = pc.compile(g)
+    sched = prog.schedule("zil")
+    notes = [s for s in sched.steps if isinstance(s, pc.schedule.Note)]
+    assert notes  # Z-IL's schedule comments on its levels
+    steps = [step for _, step in sched.executed()]
+    assert len(lower(prog.xp, prog.compiled, steps, prog._float)) == len(steps)
+    with pytest.raises(TypeError, match="cannot run step"):
+        lower(prog.xp, prog.compiled, notes[:1], prog._float)
 
 
 def test_profiling_leaves_the_results_and_later_runs_unchanged() -> None:
