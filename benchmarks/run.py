@@ -97,6 +97,10 @@ class Timings:
     def __contains__(self, name: str) -> bool:
         return name in self.times
 
+    @property
+    def rounds(self) -> int:
+        return min((len(v) for v in self.times.values()), default=0)
+
     def median(self, name: str) -> float:
         return statistics.median(self.times[name])
 
@@ -108,18 +112,25 @@ class Timings:
         return statistics.median(a / b for a, b in pairs)
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> Timings:
-    """Each function timed in rounds (A B C, C A B, ...) after a warm-up.
+def interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int, min_seconds: float = 0.0
+) -> Timings:
+    """Each function timed in rounds (A B C, C A B, ...) after a warm-up: ``repeats`` rounds,
+    and more until the timed rounds have taken ``min_seconds`` of wall time.
 
     Each round runs every function once, in a fresh seeded random order: a function that always
     ran right after one sharing its arrays would find them in cache and look faster than it is.
+    The time budget gives fast networks many rounds: a 1 ms step's median over 21 rounds still
+    moves by 10% with this machine's hiccups, over 100 it does not.
     """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     order = np.random.default_rng(0)
-    for _ in range(repeats):
+    start, rounds = time.perf_counter(), 0
+    while rounds < repeats or time.perf_counter() - start < min_seconds:
+        rounds += 1
         for name in order.permutation(list(fns)):
             fn = fns[name]
             gc.disable()
@@ -277,7 +288,12 @@ def pcx_available() -> bool:
 
 
 def bench_network(
-    net: Network, repeats: int, warmup: int, torch_ok: bool, pcx_ok: bool = False
+    net: Network,
+    repeats: int,
+    warmup: int,
+    torch_ok: bool,
+    pcx_ok: bool = False,
+    min_seconds: float = 0.0,
 ) -> list[dict]:
     g = net.build()
     prog = pc.compile(g, dtype="float32")
@@ -323,7 +339,7 @@ def bench_network(
         # The first call traces and compiles; it is reported apart and kept out of the timings.
         pcx_compile = _time(lambda: pcx_peer.step(pcx_feeds))
         fns["pcx"] = lambda: pcx_peer.step(pcx_feeds)
-    timed = interleaved(fns, repeats, warmup)
+    timed = interleaved(fns, repeats, warmup, min_seconds)
     rows = []
 
     def row(name: str, key: str) -> dict:
@@ -336,6 +352,7 @@ def bench_network(
 
     for algo in ALGORITHMS:
         rows.append(row(algo, algo))
+    rows[0]["rounds"] = timed.rounds
     if "pcx" in timed:
         rows.append(row(f"pcx il ({ALGORITHMS['il']['steps']} steps)", "pcx"))
         rows[0]["il/pcx"] = timed.ratio("il", "pcx")
@@ -458,8 +475,8 @@ def render(rows: list[dict], extra: dict[str, str], gemm: float, header: dict[st
     ]
     lines += [
         "| network | algorithm | ms/step (median) | / PyTorch | / hand NumPy | GEMM rate "
-        "| zil / bp time | zil / bp peak memory |",
-        "|---|---|---|---|---|---|---|---|",
+        "| zil / bp time | zil / bp peak memory | rounds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
 
@@ -470,7 +487,7 @@ def render(rows: list[dict], extra: dict[str, str], gemm: float, header: dict[st
         lines.append(
             f"| {r['network']} | {r['algorithm']} | {r['ms']:.3f} | "
             f"{fmt('vs torch', '.2f')} | {fmt('vs numpy', '.2f')} | {gem} | "
-            f"{fmt('zil/bp', '.3f')} | {r.get('mem', '')} |"
+            f"{fmt('zil/bp', '.3f')} | {r.get('mem', '')} | {r.get('rounds', '')} |"
         )
     lines += [""] + [f"- {k}: {v}" for k, v in extra.items()] + [""]
     lines += [
@@ -485,7 +502,15 @@ def render(rows: list[dict], extra: dict[str, str], gemm: float, header: dict[st
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat: keeps CI honest")
-    ap.add_argument("--repeats", type=int, default=9, help="timed repeats per row (>= 7)")
+    ap.add_argument(
+        "--repeats", type=int, default=9, help="timed rounds per network, at least (>= 7)"
+    )
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=4.0,
+        help="more rounds until a network's timed rounds take this long (default 4)",
+    )
     ap.add_argument("--out", default="BENCHMARKS.md", help="where to write the Markdown report")
     ap.add_argument(
         "--only",
@@ -495,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     repeats, warmup = (1, 1) if args.smoke else (max(args.repeats, 7), 3)
+    seconds = 0.0 if args.smoke else max(args.seconds, 0.0)
     try:
         import torch
 
@@ -509,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         names = ", ".join(repr(net.name) for net in networks(args.smoke))
         ap.error(f"--only {args.only!r} matches none of the networks: {names}")
     for net in chosen:
-        rows += bench_network(net, repeats, warmup, torch_ok, pcx_ok)
+        rows += bench_network(net, repeats, warmup, torch_ok, pcx_ok, seconds)
     nodes = 100 if args.smoke else 1000
     extra = {
         f"compile a {nodes:,}-node graph (with bp and zil schedules)": (
@@ -538,9 +564,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "threads": f"{benchmarks.THREADS} ({threads})",
         "versions": ", ".join(f"{k} {v}" for k, v in versions(pcx_ok).items()),
-        "method": f"train step incl. SGD update, float32; {repeats} interleaved rounds after "
-        f"{warmup} warm-up rounds; ms are medians over the rounds, ratios (and GEMM-rate "
-        "fractions) medians of the ratio within each round",
+        "method": f"train step incl. SGD update, float32; interleaved rounds after {warmup} "
+        f"warm-up rounds, at least {repeats} per network and more until they take "
+        f"{seconds:g} s (the rounds column); ms are medians over the rounds, ratios (and "
+        "GEMM-rate fractions) medians of the ratio within each round",
     }
     text = render(rows, extra, gemm_rate(GEMM_N), header)
     Path(args.out).write_text(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,19 @@ def test_ratios_pair_the_calls_of_each_round() -> None:
     assert t.median("b") / t.median("a") == pytest.approx(2.2)
     assert t.ratio("b", "a") == pytest.approx(1.1)
     assert "a" in t and "c" not in t
+
+
+def test_interleaved_runs_at_least_its_repeats_and_more_until_its_time_budget() -> None:
+    from benchmarks.run import interleaved
+
+    calls: list[str] = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    t = interleaved(fns, repeats=3, warmup=1)
+    assert t.rounds == 3 and calls.count("a") == calls.count("b") == 4
+    slow = {"a": lambda: time.sleep(0.002), "b": lambda: time.sleep(0.001)}
+    t = interleaved(slow, repeats=3, warmup=0, min_seconds=0.05)
+    assert t.rounds > 3 and len(t.times["a"]) == len(t.times["b"]) == t.rounds
+    assert sum(t.times["a"]) + sum(t.times["b"]) >= 0.05
 
 
 def test_the_preallocated_hand_step_takes_the_hand_steps_update() -> None:
