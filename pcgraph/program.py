@@ -359,15 +359,17 @@ class Program:
             options = {**options, "alpha": optimizer.lr}  # IL-prox's proximal step is the lr
         opts = algo.resolve(options)
         current = self.check_params(params)
-        grads, extra = algo.grads(self, current, batch, opts)
-        state = extra["state"]
-        loss = self.xp.mean(state["x"][self.loss_node])
-        # One dot product per gradient (BLAS: 3x faster than a sum): a NaN or inf anywhere makes
-        # the total non-finite.  Huge finite gradients can overflow it too; the scan then finds
-        # nothing and the step goes ahead.
         xp = self.xp
-        flat = (xp.reshape(g, (-1,)) for g in grads.values())
-        with np.errstate(over="ignore"):  # an overflow here is not the user's: no warning
+        # A NaN or inf is reported below, naming the node where it first appears (or the batch
+        # is skipped): NumPy's warnings from deep inside the step would only repeat it, vaguer.
+        with np.errstate(all="ignore"):
+            grads, extra = algo.grads(self, current, batch, opts)
+            state = extra["state"]
+            loss = xp.mean(state["x"][self.loss_node])
+            # One dot product per gradient (BLAS: 3x faster than a sum): a NaN or inf anywhere
+            # makes the total non-finite.  Huge finite gradients can overflow it too; the scan
+            # then finds nothing and the step goes ahead.
+            flat = (xp.reshape(g, (-1,)) for g in grads.values())
             total = loss + sum(xp.vecdot(f, f) for f in flat)
         where = None if bool(xp.isfinite(total)) else self._first_nonfinite(state, grads)
         if where is not None:
