@@ -189,7 +189,7 @@ def check(sizes: Sequence[int] = (32, 16, 16, 10), batch: int = 8, steps: int = 
     ``il`` gradient, from the same float32 weights and batch (PCX run with ``lr=1``, so its
     step is its gradient)."""
     import pcgraph as pc
-    from benchmarks.run import random_batch
+    from benchmarks.networks import random_batch
     from pcgraph.models import mlp
 
     g = mlp(sizes=tuple(sizes), activation="relu")

@@ -87,9 +87,10 @@ def torch_rules() -> dict:
 class TorchPeer:
     """A compiled pcgraph Program re-run in PyTorch with the same weights."""
 
-    def __init__(self, program: Any, params: dict, lr: float = 0.01) -> None:
+    def __init__(self, program: Any, params: dict, lr: float = 0.01, device: str = "cpu") -> None:
         torch = _torch()
         self.torch = torch
+        self.device = device
         self.c = program.compiled
         self.rules = torch_rules()
         missing = sorted({s.op for s in self.c.nodes.values() if s.op and s.op not in self.rules})
@@ -98,11 +99,11 @@ class TorchPeer:
         dtype = getattr(torch, program.dtype)
         self.dtype = dtype
         self.params = {
-            k: torch.tensor(np.asarray(v), dtype=dtype, requires_grad=True)
+            k: torch.tensor(np.asarray(v), dtype=dtype, device=device, requires_grad=True)
             for k, v in params.items()
         }
         self.consts = {
-            n: torch.tensor(np.asarray(s.value), dtype=dtype)
+            n: torch.tensor(np.asarray(s.value), dtype=dtype, device=device)
             for n, s in self.c.nodes.items()
             if s.kind == "const"
         }
@@ -116,7 +117,7 @@ class TorchPeer:
                 arr
                 if arr.dtype.kind in "iu"
                 else arr.astype(np.dtype(str(self.dtype).split(".")[-1]))
-            )
+            ).to(self.device)
         return out
 
     def loss(self, feeds: dict) -> Any:
@@ -140,4 +141,4 @@ class TorchPeer:
         for p in self.params.values():
             p.grad = None
         self.loss(feeds).backward()
-        return {k: p.grad.numpy().copy() for k, p in self.params.items()}
+        return {k: p.grad.cpu().numpy().copy() for k, p in self.params.items()}

@@ -4,7 +4,7 @@ The claim (Salvatori et al., AAAI 2022, "Reverse Differentiation via Predictive 
 costs what BP costs, within a few percent, while IL is about two orders of magnitude slower.
 Here one update is ``Program.train_step`` (forward, the algorithm's schedule, the SGD update) on
 a real MNIST batch in float32; the runs of one network are interleaved (A B C D A B C D ...)
-by ``benchmarks.run.interleaved`` and reported as medians after a warm-up, ratios paired by
+by ``benchmarks.timing.interleaved`` and reported as medians after a warm-up, ratios paired by
 round.
 """
 
@@ -41,7 +41,7 @@ PAPER = {
 
 def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
     """Run the experiment; write ``out/runtime.md`` and ``out/runtime.png``; return the text."""
-    from benchmarks.run import interleaved  # the benchmark harness's timer (sets no threads late)
+    from benchmarks.timing import interleaved  # one runtime in one process: pcgraph alone
 
     start = time.perf_counter()
     repeats, warmup = (1, 1) if quick else (31, 3)

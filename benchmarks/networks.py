@@ -1,0 +1,86 @@
+"""The benchmark networks and their batches: what every contender trains, with the same weights.
+
+Importing this module imports pcgraph (NumPy, networkx) and nothing of any other runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+import pcgraph as pc
+
+BATCHES = 8  # distinct batches a timed loop rotates through, as a training loop feeds new data
+
+
+@dataclass(frozen=True)
+class Network:
+    """A benchmark network: ``build()`` gives its graph; ``batch`` is the batch size."""
+
+    name: str
+    build: Callable[[], pc.Graph]
+    batch: int
+    mlp_sizes: tuple[int, ...] = ()  # the layer widths when it is the zoo's relu MLP
+
+    @property
+    def is_mlp(self) -> bool:
+        return bool(self.mlp_sizes)
+
+
+def _mlp(sizes: tuple[int, ...], batch: int) -> Network:
+    from pcgraph.models import mlp
+
+    name = f"mlp {'-'.join(map(str, sizes))} b{batch}"
+    return Network(name, lambda: mlp(sizes=sizes, activation="relu"), batch, sizes)
+
+
+def networks(smoke: bool = False) -> list[Network]:
+    """The networks of the report (tiny versions with ``smoke``)."""
+    from pcgraph import models
+
+    if smoke:
+        return [_mlp((32, 16, 10), 8), Network("lenet b4", lambda: models.lenet(), 4)]
+    return [
+        _mlp((784, 256, 256, 10), 64),
+        _mlp((784, 256, 256, 10), 256),
+        Network("lenet 1x28x28 b64", lambda: models.lenet(), 64),
+        Network(
+            "rnn T28 D28 H128 b64",
+            lambda: models.rnn_many_to_one(T=28, D=28, H=128, classes=10),
+            64,
+        ),
+        Network(
+            "transformer T16 d64 h4 b32",
+            lambda: models.transformer_encoder(T=16, d_model=64, heads=4, layers=1),
+            32,
+        ),
+    ]
+
+
+def find(name: str, smoke: bool = False) -> Network:
+    """The network called ``name`` (``networks``' names); ValueError lists them otherwise."""
+    for net in networks(smoke):
+        if net.name == name:
+            return net
+    names = ", ".join(repr(n.name) for n in networks(smoke))
+    raise ValueError(f"no benchmark network {name!r}; the networks are {names}")
+
+
+def random_batch(g: pc.Graph, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch of ``size`` examples for ``g``: uniform float32 inputs, labels in [0, 10)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in g.inputs + g.targets:
+        node = g.node(name)
+        if node.dtype == "int64":
+            out[name] = rng.integers(0, 10, size=(size,) + node.shape)
+        else:
+            out[name] = rng.random((size,) + node.shape, dtype=np.float32)
+    return out
+
+
+def batches(net: Network, g: pc.Graph, count: int = BATCHES) -> list[dict[str, np.ndarray]]:
+    """``count`` distinct batches of ``net`` (seeds 0, 1, ...): every contender gets these."""
+    return [random_batch(g, net.batch, seed=i) for i in range(count)]

@@ -1,0 +1,149 @@
+"""One contender, alone in this process: ``python -m benchmarks.worker NETWORK CONTENDER``.
+
+Builds the contender (importing its runtime and no other), warms it up, times training steps
+back to back on rotating batches, and prints one JSON line: the median ms per step, the step
+count, the thread settings in force and the runtimes this process loaded.  ``benchmarks.run``
+starts these processes in alternation and pairs their medians.
+
+``--flat STEPS`` instead trains pcgraph's bp with momentum SGD for STEPS steps and reports the
+step time at the start and at the end (a long run must not slow down, e.g. on subnormal floats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import benchmarks  # noqa: F401  (sets the thread counts before any runtime is imported)
+
+RUNTIME_MODULES = ("torch", "jax", "cupy", "pcgraph")
+
+
+def threads() -> dict[str, Any]:
+    """The thread pools in force in this process, as each runtime reports them."""
+    out: dict[str, Any] = {"env": {k: os.environ.get(k) for k in benchmarks.THREAD_VARS}}
+    try:
+        from threadpoolctl import threadpool_info
+
+        out["pools"] = sorted(f"{i['internal_api']}={i['num_threads']}" for i in threadpool_info())
+    except ImportError:
+        pass
+    if "torch" in sys.modules:
+        out["torch"] = sys.modules["torch"].get_num_threads()
+    return out
+
+
+def loaded_runtimes() -> list[str]:
+    return [m for m in RUNTIME_MODULES if m in sys.modules]
+
+
+def run_contender(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.contenders import CONTENDERS
+    from benchmarks.networks import find
+    from benchmarks.timing import time_steps
+
+    contender = CONTENDERS[args.contender]
+    net = find(args.network, args.smoke)
+    start = time.perf_counter()
+    stepper = contender.make(net, args.device)
+    build = time.perf_counter() - start
+    times = time_steps(
+        stepper.step,
+        stepper.sync,
+        warmup=args.warmup,
+        min_steps=args.min_steps,
+        seconds=args.seconds,
+    )
+    return {
+        "network": net.name,
+        "contender": contender.name,
+        "device": args.device,
+        "ms": statistics.median(times) * 1e3,
+        "steps": len(times),
+        "build_s": build,
+        **stepper.info,
+    }
+
+
+def run_flat(args: argparse.Namespace) -> dict[str, Any]:
+    """pcgraph bp with SGD(momentum=0.9) for ``args.flat`` steps on rotating random batches."""
+    import numpy as np
+
+    import pcgraph as pc
+    from benchmarks.networks import batches, find
+
+    net = find(args.network, args.smoke)
+    g = net.build()
+    prog = pc.compile(g, dtype="float32")
+    params = prog.init_params(0)
+    feeds = batches(net, g)
+    opt = pc.optim.SGD(lr=args.flat_lr, momentum=0.9)
+    times = []
+    for i in range(args.flat):
+        t = time.perf_counter()
+        prog.train_step(params, feeds[i % len(feeds)], "bp", optimizer=opt)
+        times.append(time.perf_counter() - t)
+    window = max(min(500, args.flat // 5), 1)
+    state = pc.to_numpy({k: v for k, v in opt.state.items() if k != "step"})
+    tiny = np.finfo(np.float32).tiny
+    subnormal = sum(int(np.count_nonzero((v != 0) & (np.abs(v) < tiny))) for v in state.values())
+    return {
+        "network": net.name,
+        "contender": "flat",
+        "steps": args.flat,
+        "window": window,
+        "start_ms": statistics.median(times[window : 2 * window]) * 1e3,
+        "end_ms": statistics.median(times[-window:]) * 1e3,
+        "subnormal": subnormal,
+        "lr": args.flat_lr,
+    }
+
+
+def run_compile(nodes: int) -> dict[str, Any]:
+    """Seconds to compile a chain of about ``nodes`` nodes and emit its bp and zil schedules."""
+    import pcgraph as pc
+
+    g = pc.Graph("chain")
+    h = g.input("x", (8,))
+    for i in range(nodes // 4):
+        h = pc.tanh(h @ g.param(f"W{i}", (8, 8)) + g.param(f"b{i}", (8,)))
+    g.set_loss(pc.mse(h, g.target("y", (8,))))
+    start = time.perf_counter()
+    prog = pc.compile(g)
+    prog.schedule("bp")
+    prog.schedule("zil")
+    return {"contender": "compile", "nodes": nodes, "seconds": time.perf_counter() - start}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.worker", description=__doc__)
+    ap.add_argument("network", nargs="?", default="", help="a network of benchmarks.networks")
+    ap.add_argument("contender", nargs="?", default="", help="a contender of CONTENDERS")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    ap.add_argument("--smoke", action="store_true", help="the networks of --smoke")
+    ap.add_argument("--seconds", type=float, default=1.5, help="time steps at least this long")
+    ap.add_argument("--min-steps", type=int, default=10, help="and at least this many steps")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    ap.add_argument("--flat", type=int, default=0, metavar="STEPS", help="the long-run check")
+    ap.add_argument("--flat-lr", type=float, default=0.05, help="its learning rate")
+    ap.add_argument("--compile", type=int, default=0, metavar="NODES", help="time a compile")
+    args = ap.parse_args(argv)
+    if args.compile:
+        result = run_compile(args.compile)
+    elif args.flat:
+        result = run_flat(args)
+    else:
+        result = run_contender(args)
+    result["threads"] = threads()
+    result["runtimes"] = loaded_runtimes()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
