@@ -19,6 +19,7 @@ class Backend(Protocol):
 
     name: str
     xp: Any  # the array namespace the op rules are written against
+    kernels: Any  # array-level kernels (``backends/kernels.py``): fused where the backend can
 
     def asarray(self, x: Any, dtype: str) -> Any:
         """``x`` (NumPy, list, scalar or native array) as a native array of ``dtype`` name."""

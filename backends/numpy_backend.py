@@ -8,6 +8,7 @@ import platform
 from typing import Any
 
 import numpy as np
+from pcgraph.backends.kernels import InPlaceKernels
 from pcgraph.backends.namespace import array_namespace
 
 KEEP_HEAP_ENV = "PCGRAPH_KEEP_HEAP"
@@ -46,6 +47,7 @@ class NumpyBackend:
 
     name = "numpy"
     xp = array_namespace(np)  # NumPy itself on NumPy >= 2
+    kernels = InPlaceKernels(xp)
 
     def __init__(self) -> None:
         keep_heap()

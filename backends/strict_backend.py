@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pcgraph.backends.kernels import Kernels
 
 from pcgraph.errors import BackendError
 
@@ -27,6 +28,7 @@ class StrictBackend:
                 "`pip install array-api-strict` (it is in the dev extra)"
             ) from None
         self.xp = array_api_strict
+        self.kernels = Kernels(array_api_strict)
 
     def asarray(self, x: Any, dtype: str) -> Any:
         if self.is_native(x):

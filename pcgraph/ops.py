@@ -12,7 +12,16 @@ A record holds everything the rest of the library needs to know about an op:
   written against the array namespace ``xp`` a backend hands in, using array-API names only, so
   the same rule runs on NumPy, CuPy and ``array_api_strict``.  ``vjp`` returns the cotangent of
   operand ``argnum``, shaped like that operand's array.
+* ``saves(xp, xs, **lowered) -> (out, saved)`` (optional): the forward that also keeps what the
+  VJP would otherwise recompute (im2col patches, the pooling argmax, softmax probabilities,
+  normalisation statistics), as autograd's ``defvjp(lambda ans, *xs: ...)`` or Chainer's
+  ``retain_outputs`` do.  ``vjp`` then takes ``saved=`` too: the residual of the forward at the
+  same operands, or None (recompute).  ``forward`` is derived from ``saves`` when not given.
+* ``vjps(xp, argnums, g, out, xs, **lowered)`` (optional): several cotangents in one call, where
+  they share work (a conv's transposed output cotangent, a linear layer's reshapes).
 * ``examples``: the operand shapes the registry-wide finite-difference test checks the VJP on.
+
+Callers go through ``OpDef.evaluate`` and ``OpDef.pullback``, which handle both options.
 
 Nothing else in pcgraph defines an op; ``spec/ops.md`` documents each one and a test checks it.
 """
@@ -51,8 +60,10 @@ class OpDef:
     arity: int | None  # None: any number >= 1 of operands
     summary: str
     shape: Callable[..., Shape]
-    forward: Callable[..., Any]
+    forward: Callable[..., Any] | None
     vjp: Callable[..., Any]
+    saves: Callable[..., tuple[Any, Any]] | None = None  # forward keeping the VJP's residual
+    vjps: Callable[..., tuple] | None = None  # several cotangents per call
     defaults: Mapping[str, Any] = field(default_factory=dict)
     canon: Callable[[dict, list], dict] | None = None
     lower: Callable[[dict, int], dict] | None = None
@@ -64,9 +75,39 @@ class OpDef:
     check_dtypes: Callable[[list, list], None] | None = None  # (shapes, dtypes) -> None or raise
     examples: tuple[Example, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.forward is None:
+            if self.saves is None:
+                raise ValueError(f"op {self.name!r} needs forward= or saves=")
+            saves = self.saves
+            object.__setattr__(self, "forward", lambda xp, xs, **kw: saves(xp, xs, **kw)[0])
+
     def lowered(self, attrs: Mapping[str, Any], lead: int) -> dict:
         """The attributes the array rules receive for a node whose output has ``lead`` batch axes."""
         return dict(self.lower(dict(attrs), lead)) if self.lower else dict(attrs)
+
+    def evaluate(self, xp: Any, xs: list, kw: Mapping[str, Any]) -> tuple[Any, Any]:
+        """``(out, saved)``: the forward, and the residual its VJP reuses (None if none)."""
+        if self.saves is not None:
+            return self.saves(xp, xs, **kw)
+        return self.forward(xp, xs, **kw), None
+
+    def pullback(
+        self,
+        xp: Any,
+        argnums: tuple[int, ...],
+        g: Any,
+        out: Any,
+        xs: list,
+        saved: Any,
+        kw: Mapping[str, Any],
+    ) -> tuple:
+        """One cotangent per operand in ``argnums`` of ``g``, the output's cotangent; ``saved``
+        is what ``evaluate`` kept at these operands, or None (the rules then recompute it)."""
+        extra = {"saved": saved} if self.saves is not None else {}
+        if self.vjps is not None and len(argnums) > 1:
+            return tuple(self.vjps(xp, argnums, g, out, xs, **extra, **kw))
+        return tuple(self.vjp(xp, i, g, out, xs, **extra, **kw) for i in argnums)
 
 
 OPS: dict[str, OpDef] = {}
@@ -218,19 +259,23 @@ _UNARY_EXAMPLES = (Example(((3, 4),), (True,)), Example(((5,),), (False,)))
 def _unary(
     name: str,
     summary: str,
-    fwd: Callable,
+    fwd: Callable | None,
     d: Callable,
     domain: str = "real",
     structural: bool = False,
+    saves: Callable | None = None,
 ) -> None:
+    """An elementwise op of one operand; ``saves(xp, x) -> (out, saved)`` when its VJP reuses
+    something of the forward (``d`` then takes ``saved=``)."""
     register(
         OpDef(
             name=name,
             arity=1,
             summary=summary,
             shape=_same_shape,
-            forward=lambda xp, xs: fwd(xp, xs[0]),
-            vjp=lambda xp, i, g, out, xs: d(xp, g, out, xs[0]),
+            forward=None if fwd is None else (lambda xp, xs: fwd(xp, xs[0])),
+            vjp=lambda xp, i, g, out, xs, **saved: d(xp, g, out, xs[0], **saved),
+            saves=None if saves is None else (lambda xp, xs: saves(xp, xs[0])),
             structural=structural,
             examples=tuple(Example(e.shapes, e.batched, domain=domain) for e in _UNARY_EXAMPLES),
         )
@@ -761,18 +806,19 @@ def _gelu_tanh_arg(x: Any, x2: Any) -> Any:
     return u
 
 
-def _gelu(xp: Any, x: Any) -> Any:
+def _gelu(xp: Any, x: Any) -> tuple[Any, Any]:
+    """``(gelu(x), t)``, t the tanh its VJP reuses."""
     t = xp.tanh(_gelu_tanh_arg(x, x * x))
-    t += 1.0
-    t *= x
-    t *= 0.5
-    return t
+    out = t + 1.0
+    out *= x
+    out *= 0.5
+    return out, t
 
 
-def _gelu_vjp(xp: Any, g: Any, out: Any, x: Any) -> Any:
+def _gelu_vjp(xp: Any, g: Any, out: Any, x: Any, saved: Any = None) -> Any:
     # g (0.5 (1 + t) + 0.5 x (1 - t^2) du), du the derivative of the tanh's argument
     x2 = x * x
-    t = xp.tanh(_gelu_tanh_arg(x, x2))
+    t = xp.tanh(_gelu_tanh_arg(x, x2)) if saved is None else saved
     du = x2
     du *= 3.0 * _GELU_C * 0.044715
     du += _GELU_C
@@ -781,15 +827,19 @@ def _gelu_vjp(xp: Any, g: Any, out: Any, x: Any) -> Any:
     s *= du
     s *= x
     s *= -0.5
-    t += 1.0
-    t *= 0.5
-    s += t
+    half = t + 1.0
+    half *= 0.5
+    s += half
     s *= g
     return s
 
 
 _unary(
-    "gelu", "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (tanh approximation)", _gelu, _gelu_vjp
+    "gelu",
+    "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (tanh approximation)",
+    None,
+    _gelu_vjp,
+    saves=_gelu,
 )
 _unary(
     "softplus",
@@ -926,21 +976,30 @@ register(
 
 
 # --------------------------------------------------------------------------- normalisation
-def _normalise(xp: Any, x: Any, axes: tuple, eps: float) -> Any:
-    """(x - mean) / sqrt(var + eps) with statistics over ``axes`` (biased variance)."""
-    xc = x - mean_over(xp, x, axes, keepdims=True)
-    return xc / xp.sqrt(mean_over(xp, xc * xc, axes, keepdims=True) + eps)
-
-
-def _normalise_vjp(xp: Any, g: Any, out: Any, x: Any, axes: tuple, eps: float) -> Any:
-    # With xhat = (x - mean) / s and s = sqrt(var + eps):
-    # gx = (g - mean(g) - xhat * mean(g * xhat)) / s, exact (eps included) over every axis in
-    # ``axes`` (the batch axis too for batch_norm).  xhat is recomputed, not read from ``out``.
+def _normalise(xp: Any, x: Any, axes: tuple, eps: float) -> tuple[Any, Any]:
+    """``(xhat, inv)``: (x - mean) * inv with ``inv = 1 / sqrt(var + eps)``, statistics over
+    ``axes`` (biased variance); the VJP reuses both."""
     xc = x - mean_over(xp, x, axes, keepdims=True)
     inv = 1.0 / xp.sqrt(mean_over(xp, xc * xc, axes, keepdims=True) + eps)
-    xhat = xc * inv
+    xc *= inv
+    return xc, inv
+
+
+def _normalise_vjp(
+    xp: Any, g: Any, out: Any, x: Any, axes: tuple, eps: float, saved: Any = None
+) -> Any:
+    # With xhat = (x - mean) / s and s = sqrt(var + eps):
+    # gx = (g - mean(g) - xhat * mean(g * xhat)) / s, exact (eps included) over every axis in
+    # ``axes`` (the batch axis too for batch_norm).  xhat and 1/s come from the forward at the
+    # same x when it saved them, else they are recomputed (``out`` may be another point's).
+    xhat, inv = _normalise(xp, x, axes, eps) if saved is None else saved
     mg = mean_over(xp, g, axes, keepdims=True)
     return inv * (g - mg - xhat * mean_over(xp, g * xhat, axes, keepdims=True))
+
+
+def _saving_normalise(xp: Any, x: Any, axes: tuple, eps: float) -> tuple[Any, Any]:
+    xhat, inv = _normalise(xp, x, axes, eps)
+    return xhat, (xhat, inv)
 
 
 def _eps(attrs: dict) -> float:
@@ -968,8 +1027,11 @@ register(
         arity=1,
         summary="(x - mean) / sqrt(var + eps) over per-example axes (no affine)",
         shape=lambda shapes, batched, axis, eps: tuple(shapes[0]),
-        forward=lambda xp, xs, axis, eps: _normalise(xp, xs[0], axis, eps),
-        vjp=lambda xp, i, g, out, xs, axis, eps: _normalise_vjp(xp, g, out, xs[0], axis, eps),
+        forward=None,
+        saves=lambda xp, xs, axis, eps: _saving_normalise(xp, xs[0], axis, eps),
+        vjp=lambda xp, i, g, out, xs, axis, eps, saved=None: _normalise_vjp(
+            xp, g, out, xs[0], axis, eps, saved
+        ),
         defaults={"axis": -1, "eps": 1e-5},
         canon=_canon_layer_norm,
         lower=lambda attrs, lead: _shift(attrs, lead, "axis"),
@@ -1000,8 +1062,11 @@ register(
         arity=1,
         summary="training-mode batch normalisation: per-channel statistics over the batch",
         shape=_batch_norm_shape,
-        forward=lambda xp, xs, eps: _normalise(xp, xs[0], _bn_axes(xs[0]), eps),
-        vjp=lambda xp, i, g, out, xs, eps: _normalise_vjp(xp, g, out, xs[0], _bn_axes(xs[0]), eps),
+        forward=None,
+        saves=lambda xp, xs, eps: _saving_normalise(xp, xs[0], _bn_axes(xs[0]), eps),
+        vjp=lambda xp, i, g, out, xs, eps, saved=None: _normalise_vjp(
+            xp, g, out, xs[0], _bn_axes(xs[0]), eps, saved
+        ),
         defaults={"eps": 1e-5},
         canon=lambda attrs, shapes: {"eps": _eps(attrs)},
         attr_order=("eps",),
@@ -1276,12 +1341,15 @@ def _conv_cols(xp: Any, xt: Any, k: tuple, s: tuple, p: tuple, d: tuple, groups:
     return xp.reshape(cols, (groups, -1, out_hw[0] * out_hw[1] * b)), out_hw
 
 
-def _conv_forward(xp: Any, xt: Any, w: Any, s: tuple, p: tuple, d: tuple, groups: int) -> Any:
-    """conv2d of a (C, H, W, B) input with (O, C/groups, kh, kw) weights -> (O, Ho, Wo, B)."""
+def _conv_forward(
+    xp: Any, xt: Any, w: Any, s: tuple, p: tuple, d: tuple, groups: int
+) -> tuple[Any, Any]:
+    """conv2d of a (C, H, W, B) input with (O, C/groups, kh, kw) weights: ``(y, cols)``, y the
+    (O, Ho, Wo, B) output and cols the im2col matrix the weight's VJP reuses."""
     o = w.shape[0]
     cols, (ho, wo) = _conv_cols(xp, xt, tuple(w.shape[2:]), s, p, d, groups)
     y = xp.matmul(xp.reshape(w, (groups, o // groups, -1)), cols)
-    return xp.reshape(y, (o, ho, wo, xt.shape[3]))
+    return xp.reshape(y, (o, ho, wo, xt.shape[3])), cols
 
 
 def _conv_input_vjp(
@@ -1301,10 +1369,9 @@ def _conv_input_vjp(
 
 
 def _conv_weight_vjp(
-    xp: Any, xt: Any, gt: Any, w_shape: tuple, s: tuple, p: tuple, d: tuple, groups: int
+    xp: Any, cols: Any, gt: Any, w_shape: tuple, groups: int
 ) -> Any:
     """The cotangent of conv2d's (O, C/groups, kh, kw) weights: out-cotangent @ im2col^T."""
-    cols, _ = _conv_cols(xp, xt, tuple(w_shape[2:]), s, p, d, groups)
     g2 = xp.reshape(gt, (groups, w_shape[0] // groups, -1))
     return xp.reshape(xp.matmul(g2, xp.matrix_transpose(cols)), tuple(w_shape))
 
@@ -1360,12 +1427,28 @@ def _conv_lower(attrs: dict, lead: int) -> dict:
     }
 
 
-def _conv2d_vjp(xp: Any, i: int, g: Any, out: Any, xs: list, lead: int, **c: Any) -> Any:
+def _conv2d_saves(xp: Any, xs: list, lead: int, **c: Any) -> tuple[Any, Any]:
+    y, cols = _conv_forward(xp, _to_cwhb(xp, xs[0], lead), xs[1], **c)
+    return _from_cwhb(xp, y, lead), cols
+
+
+def _conv2d_vjps(
+    xp: Any, argnums: tuple, g: Any, out: Any, xs: list, lead: int, saved: Any = None, **c: Any
+) -> tuple:
+    # The output cotangent in the (O, Ho, Wo, B) layout serves both operands' VJPs.
     x, w = xs
     gt = _to_cwhb(xp, g, lead)
-    if i == 0:
-        return _from_cwhb(xp, _conv_input_vjp(xp, gt, w, tuple(x.shape[-2:]), **c), lead)
-    return _conv_weight_vjp(xp, _to_cwhb(xp, x, lead), gt, tuple(w.shape), **c)
+    found = []
+    for i in argnums:
+        if i == 0:
+            found.append(_from_cwhb(xp, _conv_input_vjp(xp, gt, w, tuple(x.shape[-2:]), **c), lead))
+            continue
+        cols = saved
+        if cols is None:
+            k = tuple(w.shape[2:])
+            cols = _conv_cols(xp, _to_cwhb(xp, x, lead), k, c["s"], c["p"], c["d"], c["groups"])[0]
+        found.append(_conv_weight_vjp(xp, cols, gt, tuple(w.shape), c["groups"]))
+    return tuple(found)
 
 
 _CONV_ATTRS = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
@@ -1376,10 +1459,10 @@ register(
         arity=2,
         summary="2-D cross-correlation of (C, H, W) images with (out, in/groups, kh, kw) weights",
         shape=_conv2d_shape,
-        forward=lambda xp, xs, lead, **c: _from_cwhb(
-            xp, _conv_forward(xp, _to_cwhb(xp, xs[0], lead), xs[1], **c), lead
-        ),
-        vjp=_conv2d_vjp,
+        forward=None,
+        saves=_conv2d_saves,
+        vjp=lambda xp, i, g, out, xs, **kw: _conv2d_vjps(xp, (i,), g, out, xs, **kw)[0],
+        vjps=_conv2d_vjps,
         defaults=_CONV_ATTRS,
         canon=_canon_conv,
         lower=_conv_lower,
@@ -1439,8 +1522,10 @@ def _conv_t_vjp(
     x, w = xs
     gt = _to_cwhb(xp, g, lead)
     if i == 0:  # the adjoint of an input-VJP is the forward conv (output_padding < stride)
-        return _from_cwhb(xp, _conv_forward(xp, gt, w, **c), lead)
-    return _conv_weight_vjp(xp, gt, _to_cwhb(xp, x, lead), tuple(w.shape), **c)
+        return _from_cwhb(xp, _conv_forward(xp, gt, w, **c)[0], lead)
+    k, groups = tuple(w.shape[2:]), c["groups"]
+    cols = _conv_cols(xp, gt, k, c["s"], c["p"], c["d"], groups)[0]
+    return _conv_weight_vjp(xp, cols, _to_cwhb(xp, x, lead), tuple(w.shape), groups)
 
 
 _CONV_T_ATTRS = {**_CONV_ATTRS, "output_padding": 0}
@@ -1506,30 +1591,37 @@ def _pool_windows(
     return xt, _offsets(kernel, stride, (1, 1), out_hw)
 
 
-def _max_pool(xp: Any, xs: list, lead: int, **pool: Any) -> Any:
-    xt, keys = _pool_windows(xp, xs[0], lead, fill=-math.inf, **pool)
+def _window_max(xp: Any, xt: Any, keys: list) -> tuple[Any, Any]:
+    """The maxima over the kernel offsets ``keys`` of a padded (C, H, W, B) input, and for each
+    window the offset of its first maximal element (int8; the VJP's tie rule)."""
     m = xt[keys[0]]
-    for key in keys[1:]:
-        m = xp.maximum(m, xt[key])
-    return _from_cwhb(xp, m, lead)
+    first = xp.zeros(tuple(m.shape), dtype=xp.int8)
+    for k, key in enumerate(keys[1:], 1):
+        v = xt[key]
+        first = xp.where(v > m, xp.asarray(k, dtype=xp.int8), first)  # ties keep the earlier
+        m = xp.maximum(m, v)
+    return m, first
 
 
-def _max_pool_vjp(xp: Any, i: int, g: Any, out: Any, xs: list, lead: int, **pool: Any) -> Any:
-    # Tie rule: each window's cotangent goes to the first maximal element in row-major window
-    # order (``taken`` marks windows already served); overlapping windows accumulate.
+def _max_pool_saves(xp: Any, xs: list, lead: int, **pool: Any) -> tuple[Any, Any]:
     xt, keys = _pool_windows(xp, xs[0], lead, fill=-math.inf, **pool)
-    # The maxima are recomputed from x rather than read from ``out``: the tie rule needs exact
-    # equality, which must not depend on where the caller's ``out`` came from.
-    ot = xt[keys[0]]
-    for key in keys[1:]:
-        ot = xp.maximum(ot, xt[key])
+    m, first = _window_max(xp, xt, keys)
+    return _from_cwhb(xp, m, lead), first
+
+
+def _max_pool_vjp(
+    xp: Any, i: int, g: Any, out: Any, xs: list, lead: int, saved: Any = None, **pool: Any
+) -> Any:
+    # Tie rule: each window's cotangent goes to its first maximal element in row-major window
+    # order; overlapping windows accumulate.  Which element that is comes from the forward at
+    # the same x when it saved it, else it is recomputed (never read from ``out``, which may
+    # belong to another point).
+    xt, keys = _pool_windows(xp, xs[0], lead, fill=-math.inf, **pool)
+    first = _window_max(xp, xt, keys)[1] if saved is None else saved
     gt = _to_cwhb(xp, g, lead)
     r = xp.zeros(tuple(xt.shape), dtype=g.dtype)
-    taken = xp.zeros(tuple(ot.shape), dtype=xp.bool)
-    for key in keys:
-        hit = (xt[key] == ot) & ~taken
-        r[key] += _zeros_where(xp, hit, gt)
-        taken = taken | hit
+    for k, key in enumerate(keys):
+        r[key] += _zeros_where(xp, first == k, gt)
     ph, pw = pool["padding"]
     return _from_cwhb(xp, _crop(r, ph, pw, tuple(xs[0].shape[-2:])), lead)
 
@@ -1561,11 +1653,18 @@ _POOL_EXAMPLES = (
     Example(((1, 5, 5),), (False,), {"kernel": 3, "stride": 2, "padding": 1}),
 )
 
-for _name, _fwd, _vjp, _summary in (
-    ("max_pool2d", _max_pool, _max_pool_vjp, "max over kernel windows of (C, H, W) images"),
+for _name, _fwd, _saves, _vjp, _summary in (
+    (
+        "max_pool2d",
+        None,
+        _max_pool_saves,
+        _max_pool_vjp,
+        "max over kernel windows of (C, H, W) images",
+    ),
     (
         "avg_pool2d",
         _avg_pool,
+        None,
         _avg_pool_vjp,
         "mean over kernel windows of (C, H, W) images (zero padding counted)",
     ),
@@ -1577,6 +1676,7 @@ for _name, _fwd, _vjp, _summary in (
             summary=_summary,
             shape=_pool_shape,
             forward=_fwd,
+            saves=_saves,
             vjp=_vjp,
             defaults={"kernel": None, "stride": None, "padding": 0},
             canon=_canon_pool,
@@ -1702,28 +1802,40 @@ def _sce_dtypes(shapes: list, dtypes: list) -> None:
         raise ValueError(f"float target probabilities must have the logits' shape {z}, got {y}")
 
 
-def _sce_forward(xp: Any, xs: list) -> Any:
+def _sce_saves(xp: Any, xs: list) -> tuple[Any, Any]:
+    """The per-example loss and the softmax probabilities its VJP reuses."""
     z, y = xs
-    if not _integral(xp, y.dtype):
-        return -sum_over(xp, y * _log_softmax_rule(xp, [z], axis=-1), _per_example_axes(z))
-    # -log_softmax(z)[y] = logsumexp(z) - z[y]: no one-hot matrix and no log of every class.
     s = z - xp.max(z, axis=-1, keepdims=True)
-    picked = xp.take_along_axis(s, xp.expand_dims(y, axis=-1), axis=-1)[..., 0]
-    loss = xp.log(sum_over(xp, xp.exp(s), -1)) - picked
-    return sum_over(xp, loss, _per_example_axes(loss)) if loss.ndim > 1 else loss
+    e = xp.exp(s)
+    total = sum_over(xp, e, -1, keepdims=True)
+    if not _integral(xp, y.dtype):
+        loss = -sum_over(xp, y * (s - xp.log(total)), _per_example_axes(z))
+    else:
+        # -log_softmax(z)[y] = logsumexp(z) - z[y]: no one-hot matrix and no log of every class.
+        picked = xp.take_along_axis(s, xp.expand_dims(y, axis=-1), axis=-1)[..., 0]
+        loss = xp.log(total[..., 0]) - picked
+        loss = sum_over(xp, loss, _per_example_axes(loss)) if loss.ndim > 1 else loss
+    e /= total  # in place: ``e`` is fresh; it is now softmax(z)
+    return loss, e
 
 
-def _sce_vjp(xp: Any, i: int, g: Any, out: Any, xs: list) -> Any:
+def _sce_vjp(xp: Any, i: int, g: Any, out: Any, xs: list, saved: Any = None) -> Any:
     z, y = xs
     ge = _expand_to(xp, g, z.ndim)
     if i == 1:
         return unbroadcast(xp, -ge * _log_softmax_rule(xp, [z], axis=-1), tuple(y.shape))
-    # softmax(z) * sum(t) - t; in place where the array is fresh (one-hot rows sum to 1).
-    grad = _softmax(xp, [z], axis=-1)
+    # softmax(z) * sum(t) - t, into a fresh array (one-hot rows sum to 1); the saved softmax is
+    # never written in place, as another VJP may read it too.
     if _integral(xp, y.dtype):
-        grad -= _target_probs(xp, z, y)
+        if saved is None:
+            grad = _softmax(xp, [z], axis=-1)
+            grad -= _target_probs(xp, z, y)
+        else:
+            grad = saved - _target_probs(xp, z, y)
     else:
-        grad *= sum_over(xp, y, -1, keepdims=True)
+        grad = (_softmax(xp, [z], axis=-1) if saved is None else saved) * sum_over(
+            xp, y, -1, keepdims=True
+        )
         grad -= y
     grad *= ge
     return unbroadcast(xp, grad, tuple(z.shape))
@@ -1735,7 +1847,8 @@ register(
         arity=2,
         summary="-sum(y * log_softmax(logits)) per example; y: class indices or probabilities",
         shape=_sce_shape,
-        forward=_sce_forward,
+        forward=None,
+        saves=_sce_saves,
         vjp=_sce_vjp,
         int_operands=frozenset({1}),
         check_dtypes=_sce_dtypes,

@@ -1,17 +1,30 @@
-"""Optimisers: SGD (with momentum) and Adam.
+"""Optimisers: SGD (with momentum) and Adam, in two phases so a step applies everything or nothing.
 
-``Program.train_step`` first computes and checks the gradients (shapes, finiteness); only then
-does it call ``apply``, which updates the parameter arrays and the optimiser's state in place
-(one pass per array, as PyTorch's optimisers do) and cannot fail half-way.
+``stage(params, grads, kernels)`` computes the new parameters and state into buffers the
+optimiser owns (one fused pass per array where the backend's kernels allow it) and a
+finiteness probe over all of them; nothing the caller holds changes.  ``commit(staged)`` then
+writes the new parameters into the parameter arrays, in place, and adopts the new state.
+``Program.train_step`` commits only when the probe (or, if it overflowed, an exact scan) says
+every staged value is finite.
+
+Momentum and Adam's moments decay geometrically where gradients are zero (dead ReLU units),
+into subnormal floats, on which CPU arithmetic is 10-100x slower: every few steps the staged
+state has entries below ``2**20`` times the smallest normal float set to zero, early enough
+that none can become subnormal in between.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .errors import OptionError
+
+_FLUSH_MARGIN = 20  # flush below tiny * 2**20: 20 halvings before a value turns subnormal
 
 
 def _check(
@@ -33,15 +46,91 @@ def _check(
     return float(value)
 
 
+def flush_period(decay: float) -> int:
+    """Steps between flushes of state that decays by at most ``decay`` per step: half the
+    steps a value needs to fall from the flush threshold to the subnormal range."""
+    if decay <= 0.0:
+        return 1
+    if decay >= 1.0:
+        return 1_000_000
+    return max(1, int(_FLUSH_MARGIN * math.log(2) / -math.log(decay)) // 2)
+
+
+@dataclass
+class Staged:
+    """What a step would apply: new parameter values, new state, and a finiteness probe (a
+    0-d array: the sum of squares of every staged value, not finite if any is not)."""
+
+    params: dict[str, Any]
+    state: dict[str, Any]
+    step: int
+    probe: Any
+    arrays: list[Any] = field(default_factory=list)  # every staged array (for an exact scan)
+
+
 class Optimizer:
-    """Base class: ``compute(params, grads, xp) -> (new_params, new_state)`` and ``commit``."""
+    """Base class: ``stage`` and ``commit`` (``apply`` does both)."""
 
     def __init__(self) -> None:
         self.state: dict[str, Any] = {"step": 0}
+        self._scratch: dict[tuple[str, str], Any] = {}
 
-    def apply(self, params: Mapping[str, Any], grads: Mapping[str, Any], xp: Any) -> None:
+    # ------------------------------------------------------------------ the two phases
+    def stage(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> Staged:
+        """The updated parameters and state, computed into the optimiser's own buffers."""
         raise NotImplementedError
 
+    def commit(self, staged: Staged, params: Mapping[str, Any], kernels: Any) -> None:
+        """Write ``staged`` into the arrays of ``params`` (in place) and adopt its state."""
+        for name, new in staged.params.items():
+            kernels.copy_into(params[name], new)
+        for key, new in staged.state.items():
+            old = self.state.get(key)
+            self.state[key] = new
+            if old is not None:  # the old state array is the next step's buffer
+                self._scratch[("state", key)] = old
+        self.state["step"] = staged.step
+
+    def apply(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> None:
+        """``commit(stage(...))``, with no finiteness check."""
+        self.commit(self.stage(params, grads, kernels), params, kernels)
+
+    def _buffer(self, role: str, key: str, like: Any, kernels: Any) -> Any:
+        """A buffer shaped like ``like`` for ``role`` of ``key``, made once (None where the
+        kernels write fresh arrays)."""
+        if not kernels.inplace:
+            return None
+        buf = self._scratch.get((role, key))
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype or type(buf) is not type(like):
+            buf = self._scratch[(role, key)] = kernels.xp.empty_like(like)
+        return buf
+
+    def _state_buffer(self, key: str, like: Any, kernels: Any) -> Any:
+        buf = self._scratch.pop(("state", key), None)
+        if buf is not None and (buf.shape != like.shape or buf.dtype != like.dtype):
+            buf = None
+        if buf is None and kernels.inplace:
+            buf = kernels.xp.empty_like(like)
+        return buf
+
+    @staticmethod
+    def _probe(kernels: Any, arrays: list) -> Any:
+        total = None
+        for a in arrays:
+            s = kernels.sum_squares(a)
+            total = s if total is None else total + s
+        return total
+
+    def _flush(self, kernels: Any, decay: float, step: int, arrays: list) -> list:
+        if step % flush_period(decay):
+            return arrays
+        out = []
+        for a in arrays:
+            info = np.finfo(str(a.dtype))
+            out.append(kernels.flush_tiny(a, float(info.tiny) * 2.0**_FLUSH_MARGIN))
+        return out
+
+    # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """The optimiser's settings and state (arrays stay backend arrays)."""
         return {"type": type(self).__name__, "settings": self.settings(), "state": dict(self.state)}
@@ -52,6 +141,7 @@ class Optimizer:
                 f"optimiser state is for {data.get('type')!r}, not {type(self).__name__}"
             )
         self.state = dict(data["state"])
+        self._scratch = {}
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -87,26 +177,40 @@ class SGD(Optimizer):
             "weight_decay": self.weight_decay,
         }
 
-    def apply(self, params: Mapping[str, Any], grads: Mapping[str, Any], xp: Any) -> None:
-        state = self.state
+    def stage(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> Staged:
+        step = self.state.get("step", 0) + 1
+        new_params, new_state, velocities = {}, {}, []
         for name, p in params.items():
             g = grads[name]
             if self.weight_decay:
-                g = g + self.weight_decay * p
+                g = kernels.axpy(self.weight_decay, p, g, self._buffer("decayed", name, g, kernels))
+            direction = g
             if self.momentum:
-                v = state.get(f"v/{name}")
+                key = f"v/{name}"
+                v = self.state.get(key)
+                buf = self._state_buffer(key, g, kernels)
                 if v is None:
-                    v = state[f"v/{name}"] = g + 0.0  # a copy: it is updated in place below
+                    v_new = kernels.scaled(g, 1.0, buf)  # a copy: the first velocity is g
                 else:
-                    v *= self.momentum
-                    v += g
-                g = g + self.momentum * v if self.nesterov else v
-            p -= self.lr * g
-        state["step"] = state.get("step", 0) + 1
+                    v_new = kernels.sgd_velocity(v, g, self.momentum, buf)
+                new_state[key] = v_new
+                velocities.append(key)
+                direction = v_new
+                if self.nesterov:
+                    direction = kernels.axpy(
+                        self.momentum, v_new, g, self._buffer("nesterov", name, g, kernels)
+                    )
+            new_params[name] = kernels.axpy(-self.lr, direction, p, self._buffer("p", name, p, kernels))
+        if velocities:
+            flushed = self._flush(kernels, self.momentum, step, [new_state[k] for k in velocities])
+            new_state.update(zip(velocities, flushed))
+        arrays = list(new_params.values())
+        return Staged(new_params, new_state, step, self._probe(kernels, arrays), arrays)
 
 
 class Adam(Optimizer):
-    """Adam (Kingma and Ba 2015) with bias correction; ``weight_decay`` is decoupled (AdamW)."""
+    """Adam (Kingma and Ba 2015) with bias correction; ``weight_decay`` is decoupled (AdamW):
+    ``p -= lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * p)``."""
 
     def __init__(
         self,
@@ -136,25 +240,37 @@ class Adam(Optimizer):
             "weight_decay": self.weight_decay,
         }
 
-    def apply(self, params: Mapping[str, Any], grads: Mapping[str, Any], xp: Any) -> None:
+    def stage(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> Staged:
         b1, b2 = self.betas
-        state = self.state
-        t = state["step"] = state.get("step", 0) + 1
+        step = self.state.get("step", 0) + 1
+        lr_m = self.lr / (1 - b1**step)  # the bias corrections, as PyTorch's Adam folds them
+        root_v = math.sqrt(1 - b2**step)
+        new_params, new_state, moments = {}, {}, []
         for name, p in params.items():
             g = grads[name]
-            m, v = state.get(f"m/{name}"), state.get(f"v/{name}")
+            m, v = self.state.get(f"m/{name}"), self.state.get(f"v/{name}")
+            bufs = (
+                self._state_buffer(f"m/{name}", g, kernels),
+                self._state_buffer(f"v/{name}", g, kernels),
+            )
             if m is None:
-                m = state[f"m/{name}"] = (1 - b1) * g
-                v = state[f"v/{name}"] = (1 - b2) * (g * g)
-            else:
-                m *= b1
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * (g * g)
-            step = (m / (1 - b1**t)) / (xp.sqrt(v / (1 - b2**t)) + self.eps)
+                m, v = kernels.xp.zeros_like(g), kernels.xp.zeros_like(g)
+            m_new, v_new = kernels.adam_moments(m, v, g, b1, b2, None if bufs[0] is None else bufs)
+            new_state[f"m/{name}"], new_state[f"v/{name}"] = m_new, v_new
+            moments += [f"m/{name}", f"v/{name}"]
+            base = p
             if self.weight_decay:
-                step = step + self.weight_decay * p
-            p -= self.lr * step
+                base = kernels.axpy(
+                    -self.lr * self.weight_decay, p, p, self._buffer("decayed", name, p, kernels)
+                )
+            new_params[name] = kernels.adam_step(
+                base, m_new, v_new, lr_m, root_v, self.eps, self._buffer("p", name, p, kernels)
+            )
+        m_keys, v_keys = moments[0::2], moments[1::2]
+        new_state.update(zip(m_keys, self._flush(kernels, b1, step, [new_state[k] for k in m_keys])))
+        new_state.update(zip(v_keys, self._flush(kernels, b2, step, [new_state[k] for k in v_keys])))
+        arrays = list(new_params.values()) + [new_state[k] for k in v_keys]
+        return Staged(new_params, new_state, step, self._probe(kernels, arrays), arrays)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -11,10 +11,10 @@ import numpy as np
 from . import backends as _backends
 from .compile import Compiled, analyse, forward_steps
 from .errors import FeedError, GraphError, NumericalError, OptionError
-from .execute import lower, run_kernels, run_kernels_timed
+from .execute import Lowered, lower
 from .graph import Graph, Node
 from .init import INITIALIZERS, default_init
-from .schedule import Schedule
+from .schedule import Schedule, Section
 
 FLOAT_DTYPES = ("float32", "float64")
 
@@ -26,6 +26,56 @@ def _dtype_name(dtype: Any) -> str:
             f"unknown dtype {dtype!r}; pcgraph computes in {' or '.join(FLOAT_DTYPES)}"
         )
     return name
+
+
+class Run:
+    """What one run of a schedule leaves: its gradients, its loss and the values asked for
+    (with ``keep``, every store).  Arrays are backend arrays of this run only."""
+
+    def __init__(
+        self, program: Program, lowered: Lowered, slots: list, batch_size: int, times: Any = None
+    ) -> None:
+        self.program, self.lowered, self.slots = program, lowered, slots
+        self.batch_size, self.times = batch_size, times
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.lowered.schedule
+
+    def store(self, name: str) -> dict[str, Any]:
+        """The entries of store ``name`` that are still held: node -> array."""
+        return self.lowered.layout.entries(name, self.slots)
+
+    def value(self, node: str, store: str = "x") -> Any:
+        return self.slots[self.lowered.layout.slot(store, node)]
+
+    @property
+    def loss(self) -> Any:
+        """The per-example loss ``(B,)`` (the feed-forward one, for predictive coding)."""
+        return self.value(self.schedule.compiled.loss, self.schedule.loss_from)
+
+    def grads(self) -> dict[str, Any]:
+        """Each parameter's gradient (zeros where the schedule leaves none)."""
+        layout, slots, store = self.lowered.layout, self.slots, self.schedule.grads_from
+        out = {}
+        for p in self.program.params:
+            g = slots[layout.slot(store, p)] if layout.has(store) else None
+            out[p] = g if g is not None else self.program.zeros_like(p)
+        return out
+
+
+def _targets_of(schedule: Schedule) -> list[str]:
+    """The nodes a forward-only schedule is asked for (its ``targets`` option)."""
+    return list(dict(schedule.options).get("targets", ())) if schedule.algorithm == "forward" else []
+
+
+def _leaves_read(lowered: Lowered) -> set[str]:
+    """The leaf nodes (feeds, parameters, constants) some kernel of ``lowered`` reads."""
+    read: set[int] = set()
+    for item in lowered.items:
+        for instr in getattr(item, "body", [item]):
+            read |= instr.reads
+    return {name for slot, name in lowered.leaves.items() if slot in read}
 
 
 class _CheckedParams(Mapping):
@@ -62,10 +112,8 @@ class Program:
         self.dtype = dtype
         self._float = getattr(self.xp, dtype)
         self._schedules: dict[tuple, Schedule] = {}
-        # What algorithms derive once and reuse: the identity-levelled graph, each schedule's
-        # graph, lowered forward passes.
-        self._derived: dict[tuple, Any] = {}
-        self._kernels: dict[int, list] = {}  # id(schedule) -> its steps lowered to closures
+        self._resolved: dict[tuple, Schedule] = {}  # (algorithm, options as given) -> schedule
+        self._programs: dict[tuple, Lowered] = {}  # (id(schedule), keep) -> lowered program
         self._consts = {
             n: backend.asarray(s.value, dtype)
             for n, s in compiled.nodes.items()
@@ -74,8 +122,6 @@ class Program:
         # Looked up every step: computed once here, not by a walk over every node each time.
         self._names = {k: tuple(compiled.of_kind(k)) for k in ("param", "input", "target")}
         self._feedable = frozenset(self._names["input"] + self._names["target"])
-        self._ancestors: dict[tuple[str, ...], set[str]] = {}
-        self._timings: list | None = None  # (section, step, seconds) while ``profile`` runs
 
     # ------------------------------------------------------------------ names
     @property
@@ -218,18 +264,6 @@ class Program:
             )
         return self.backend.asarray(host, "int64")
 
-    def _state(self, params: Mapping, batch: Mapping, targets: list[str]) -> tuple[dict, int]:
-        key = tuple(targets)
-        needed = self._ancestors.get(key)
-        if needed is None:
-            needed = self._ancestors[key] = self.compiled.ancestors(targets)
-        values, size = self.check_batch(batch, needed)
-        values.update(self.check_params(params))
-        values.update(self._consts)
-        if size == 0:
-            raise FeedError("the batch feeds no input, so its size is unknown")
-        return {"x": values}, size
-
     def _node_name(self, node: Node | str) -> str:
         name = node.name if isinstance(node, Node) else node
         if name not in self.compiled.nodes:
@@ -237,29 +271,70 @@ class Program:
         return name
 
     # ------------------------------------------------------------------ running
-    def forward(self, params: Mapping, batch: Mapping, targets: list[str]) -> tuple[dict, int]:
-        """Run the forward pass needed for ``targets``; returns (state, batch size)."""
-        state, size = self._state(params, batch, targets)
-        key = ("forward", tuple(targets))
-        if key not in self._derived:
-            self._derived[key] = lower(
-                self.xp, self.compiled, forward_steps(self.compiled, targets), self._float
-            )
-        run_kernels(self._derived[key], state, size)
-        return state, size
+    def _lowered(self, schedule: Schedule, keep: bool = False) -> Lowered:
+        """``schedule`` lowered for this program, once per (schedule, keep)."""
+        key = (id(schedule), keep)
+        found = self._programs.get(key)
+        if found is None or found.schedule is not schedule:
+            c = schedule.compiled
+            outputs = [(schedule.grads_from, p) for p in self._names["param"]]
+            outputs += [(schedule.loss_from, c.loss)] if c.loss in c.nodes else []
+            outputs += [("x", n) for n in _targets_of(schedule)]
+            found = lower(schedule, self.xp, self.backend.kernels, self._float, outputs, keep)
+            found.needed = _leaves_read(found)  # type: ignore[attr-defined]
+            self._programs[key] = found
+        return found
 
-    def execute(self, schedule: Schedule, compiled: Compiled, state: dict, size: int) -> None:
-        """Run ``schedule`` (emitted for ``compiled``) on ``state``, lowering it once."""
-        kernels = self._kernels.get(id(schedule))
-        if kernels is None:
-            steps = [step for _, step in schedule.executed()]
-            kernels = self._kernels[id(schedule)] = lower(self.xp, compiled, steps, self._float)
-        if self._timings is None:
-            run_kernels(kernels, state, size)
+    def run(
+        self,
+        schedule: Schedule,
+        params: Mapping,
+        batch: Mapping,
+        keep: bool = False,
+        timed: bool = False,
+    ) -> Run:
+        """Run ``schedule`` (emitted for this program's graph) on ``params`` and ``batch``.
+
+        Returns a ``Run``: its gradients, loss and result values; with ``keep`` every store
+        (nothing is dropped after its last use), for inspection; with ``timed`` the seconds of
+        each executed step (``Run.times``), the device synchronised after each kernel.
+        """
+        lowered = self._lowered(schedule, keep)
+        feeds, size = self.check_batch(batch, lowered.needed)  # type: ignore[attr-defined]
+        if size == 0:
+            raise FeedError("the batch feeds no input, so its size is unknown")
+        checked = self.check_params(params)
+        slots: list = [None] * lowered.nslots
+        consts = self._consts
+        for slot, name in lowered.leaves.items():
+            value = feeds.get(name)
+            if value is None:
+                value = checked.get(name) if name in checked else consts.get(name)
+            slots[slot] = value
+        times = None
+        if timed:
+            times = lowered.run_timed(slots, size, self.backend.synchronize)
         else:
-            times = run_kernels_timed(kernels, state, size, self.backend.synchronize)
-            # One kernel per executed step, in order (``lower``'s contract).
-            self._timings += [(sec, step, t) for (sec, step), t in zip(schedule.executed(), times)]
+            lowered.run(slots, size)
+        return Run(self, lowered, slots, size, times)
+
+    def forward(self, params: Mapping, batch: Mapping, targets: list[str]) -> tuple[dict, int]:
+        """The values of ``targets`` on ``batch``: ``({"x": {target: array}}, batch size)``."""
+        run = self.run(self._forward_schedule(tuple(targets)), params, batch)
+        return {"x": {t: run.value(t) for t in targets}}, run.batch_size
+
+    def _forward_schedule(self, targets: tuple[str, ...]) -> Schedule:
+        key = ("forward",) + targets
+        if key not in self._schedules:
+            c = self.compiled
+            self._schedules[key] = Schedule(
+                "forward",
+                c.name,
+                (("targets", targets),),
+                (Section("forward", forward_steps(c, list(targets))),),
+                compiled=c,
+            )
+        return self._schedules[key]
 
     def profile(
         self,
@@ -271,27 +346,22 @@ class Program:
     ) -> list[tuple[str, Any, float]]:
         """Where ``grads(params, batch, algorithm, **options)`` spends its time: (section title,
         schedule step (``str`` prints it as the schedule does), median seconds over ``repeats``
-        calls after one warm-up) for every executed step, in order.
+        calls after one warm-up) for every executed step, in order.  A loop's steps are listed
+        once, with their time summed over its iterations; steps one kernel runs together (the
+        VJPs of one node) share its time equally.
 
         Time outside the schedule (checks, the optimiser) is not in it: compare the sum with a
-        timed ``train_step``.  On a GPU the device is synchronised after every step, so each
+        timed ``train_step``.  On a GPU the device is synchronised after every kernel, so each
         step carries its own device time, and the steps do not overlap as they do unprofiled.
         """
         if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
             raise OptionError(f"profile: repeats={repeats!r} must be a positive integer")
-        self.grads(params, batch, algorithm, **options)  # lowers the schedule; not timed
-        runs = []
-        try:
-            for _ in range(repeats):
-                self._timings = []
-                self.grads(params, batch, algorithm, **options)
-                runs.append(self._timings)
-        finally:
-            self._timings = None
-        # Every call runs the one schedule of (algorithm, options): the runs align step by step.
+        schedule = self.schedule(algorithm, **options)
+        self.run(schedule, params, batch)  # lowers the schedule; not timed
+        runs = [self.run(schedule, params, batch, timed=True).times for _ in range(repeats)]
         return [
-            (sec, step, float(np.median([run[i][2] for run in runs])))
-            for i, (sec, step, _) in enumerate(runs[0])
+            (sec, step, float(np.median([run[i] for run in runs])))  # type: ignore[index]
+            for i, (sec, step) in enumerate(schedule.executed())
         ]
 
     def evaluate(self, params: Mapping, batch: Mapping, node: Node | str) -> Any:
@@ -307,6 +377,16 @@ class Program:
 
     def schedule(self, algorithm: str = "bp", **options: Any) -> Schedule:
         """The compiled schedule of ``algorithm`` (plain data; ``print`` it)."""
+        return self._schedule_of(algorithm, options)
+
+    def _schedule_of(self, algorithm: str, options: Mapping[str, Any]) -> Schedule:
+        try:  # the options as given, when hashable: no resolving on every step
+            given = (algorithm, tuple(sorted(options.items())))
+            found = self._resolved.get(given)
+        except TypeError:
+            given, found = None, None
+        if found is not None:
+            return found
         from .algorithms import get_algorithm
 
         algo = get_algorithm(algorithm)
@@ -314,18 +394,15 @@ class Program:
         key = (algo.name, tuple(sorted(opts.items())))
         if key not in self._schedules:
             self._schedules[key] = algo.schedule(self.compiled, opts)
+        if given is not None:
+            self._resolved[given] = self._schedules[key]
         return self._schedules[key]
 
     def grads(
         self, params: Mapping, batch: Mapping, algorithm: str = "bp", **options: Any
     ) -> dict[str, Any]:
         """What ``algorithm`` would apply, in the gradient's sign: name -> array like the param."""
-        from .algorithms import get_algorithm
-
-        algo = get_algorithm(algorithm)
-        opts = algo.resolve(options)
-        grads, _ = algo.grads(self, params, batch, opts)
-        return grads
+        return self.run(self._schedule_of(algorithm, options), params, batch).grads()
 
     def train_step(
         self,
@@ -339,11 +416,10 @@ class Program:
         """One training step in place: ``params`` (and the optimiser's state) are replaced by the
         updated ones only when everything succeeded; returns the batch loss before the update.
 
-        A NaN or infinity in the loss, an error node or an update raises ``NumericalError``
-        naming the first node where it appeared (``on_nonfinite="skip"`` skips the batch instead,
-        counted in ``self.skipped``); either way nothing is applied.
+        A NaN or infinity in the loss, an error node, an update or a new parameter value raises
+        ``NumericalError`` naming the first node where it appeared (``on_nonfinite="skip"``
+        skips the batch instead, counted in ``self.skipped``); either way nothing is applied.
         """
-        from .algorithms import get_algorithm
         from .optim import Optimizer
 
         if not isinstance(optimizer, Optimizer):
@@ -352,48 +428,69 @@ class Program:
             )
         if on_nonfinite not in ("raise", "skip"):
             raise OptionError(f"on_nonfinite={on_nonfinite!r} must be 'raise' or 'skip'")
-        algo = get_algorithm(algorithm)
-        if "alpha" in algo.options and options.get("alpha") is None:
+        if options.get("alpha") is None and algorithm == "il-prox":
             options = {**options, "alpha": optimizer.lr}  # IL-prox's proximal step is the lr
-        opts = algo.resolve(options)
+        schedule = self._schedule_of(algorithm, options)
         current = self.check_params(params)
-        xp = self.xp
+        xp, kernels = self.xp, self.backend.kernels
         # A NaN or inf is reported below, naming the node where it first appears (or the batch
         # is skipped): NumPy's warnings from deep inside the step would only repeat it, vaguer.
         with np.errstate(all="ignore"):
-            grads, extra = algo.grads(self, current, batch, opts)
-            state = extra["state"]
-            loss = xp.mean(state["x"][self.loss_node])
-            # One dot product per gradient (BLAS: 3x faster than a sum): a NaN or inf anywhere
-            # makes the total non-finite.  Huge finite gradients can overflow it too; the scan
-            # then finds nothing and the step goes ahead.
-            flat = (xp.reshape(g, (-1,)) for g in grads.values())
-            total = loss + sum(xp.vecdot(f, f) for f in flat)
-        where = None if bool(xp.isfinite(total)) else self._first_nonfinite(state, grads)
-        if where is not None:
-            if on_nonfinite == "skip":
-                self.skipped = getattr(self, "skipped", 0) + 1
-                return float(loss)
-            raise NumericalError(
-                f"train_step ({algorithm}): non-finite value first at {where}; nothing was applied"
-            )
-        optimizer.apply(current, grads, xp)
+            run = self.run(schedule, current, batch)
+            grads = run.grads()
+            loss = xp.mean(run.loss)
+            staged = optimizer.stage(current, grads, kernels)
+            # One sum of squares per staged array (BLAS): a NaN or inf anywhere makes the total
+            # non-finite.  Huge finite values can overflow it too; the scan below then finds
+            # nothing wrong and the step goes ahead.
+            total = loss + staged.probe if staged.probe is not None else loss
+            ok = bool(xp.isfinite(total))
+        if not ok:
+            where = self._first_nonfinite(schedule, current, batch, grads, staged)
+            if where is not None:
+                if on_nonfinite == "skip":
+                    self.skipped = getattr(self, "skipped", 0) + 1
+                    return float(loss)
+                raise NumericalError(
+                    f"train_step ({algorithm}): non-finite value first at {where}; "
+                    "nothing was applied"
+                )
+        optimizer.commit(staged, current, kernels)
         params.update(current)
         return float(loss)
 
-    def _first_nonfinite(self, state: dict, grads: dict) -> str | None:
-        """Where a NaN/inf first appears: value nodes in order, then errors, then updates;
-        None when every value, error and gradient is finite."""
+    def _first_nonfinite(
+        self, schedule: Schedule, params: Mapping, batch: Mapping, grads: dict, staged: Any
+    ) -> str | None:
+        """Where a NaN/inf first appears: value nodes in order, then errors, then gradients, then
+        the staged new values; None when everything is finite.  Runs the schedule again keeping
+        every store (the step itself drops what it no longer needs)."""
         finite = lambda a: bool(self.xp.all(self.xp.isfinite(a)))  # noqa: E731
-        for store, label in (("x", "node"), ("e", "error of node"), ("g", "error of node")):
-            for name in self.compiled.order:
-                value = state.get(store, {}).get(name)
+        with np.errstate(all="ignore"):
+            kept = self.run(schedule, params, batch, keep=True)
+        values = kept.store(schedule.loss_from)
+        for store, label in ((values, "node"), (kept.store("e"), "error of node")):
+            for name in kept.lowered.schedule.compiled.order:
+                value = store.get(name)
                 if value is not None and not finite(value):
                     return f"{label} {name!r}"
+        cotangents = kept.store("g")
+        for name in kept.lowered.schedule.compiled.order:
+            value = cotangents.get(name)
+            if value is not None and not finite(value):
+                return f"error of node {name!r}"
         for name in self._names["param"]:
             if not finite(grads[name]):
                 return f"the update of param {name!r}"
-        return None if finite(state["x"][self.loss_node]) else "the loss"
+        if not finite(kept.loss):
+            return "the loss"
+        for name, value in staged.params.items():
+            if not finite(value):
+                return f"the new value of param {name!r} (the optimiser's step overflows)"
+        for key, value in staged.state.items():
+            if not finite(value):
+                return f"the optimiser's state {key!r}"
+        return None
 
     def zeros_like(self, param: str) -> Any:
         """Zeros shaped like ``param`` (the gradient of a parameter the loss does not reach)."""

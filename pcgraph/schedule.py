@@ -1,13 +1,20 @@
 """Schedules: the compiler's output, plain frozen data that prints one readable step per line.
 
-A schedule is a list of sections (forward, backward, inference step t, apply); each step names
-the nodes it reads and writes.  The executor in ``execute.py`` runs any schedule on any backend.
+A schedule is a list of sections (forward, backward, inference step t, apply), each run once
+or repeated as a loop; each step names the stores and nodes it reads and writes.  A schedule
+carries the graph it was emitted for and names its result stores, so that ``Program.run`` needs
+nothing else to run it; ``execute.py`` lowers it for a backend.  Algorithms may define step
+kinds of their own (frozen dataclasses printing one line) and register their lowering with
+``execute.register_lowering``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Union
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    from .compile import Compiled
 
 
 def _attrs(attrs: tuple) -> str:
@@ -33,7 +40,8 @@ class Eval:
 @dataclass(frozen=True)
 class Seed:
     """The loss node's cotangent: ``1/B`` per example for backprop (the batch mean), ``-1`` for
-    predictive coding (errors are per example; increments are divided by B at the end)."""
+    predictive coding (errors are per example; increments are divided by B at the end).
+    ``value`` is a number, or a number over ``B`` ("1/B", "0.5/B")."""
 
     node: str
     into: str = "g"
@@ -80,27 +88,44 @@ Step = Union[Eval, Seed, VJP, Note]
 
 @dataclass(frozen=True)
 class Section:
-    """A named run of steps: "forward", "backward", "inference t=0", "apply"."""
+    """A named run of steps: "forward", "backward", "inference t=0", "apply".  ``repeat > 1``
+    makes it a loop: its steps run ``repeat`` times in a row (IL's inference steps after the
+    first are one such section, so a schedule's size does not grow with ``steps``)."""
 
     title: str
     steps: tuple[Any, ...]
+    repeat: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 1:
+            raise ValueError(f"section {self.title!r}: repeat={self.repeat!r} must be an int >= 1")
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """A compiled algorithm for one graph: sections of steps, printable and comparable."""
+    """A compiled algorithm for one graph: sections of steps, printable and comparable.
+
+    ``compiled`` is the graph the steps name (the program's own, or its identity-levelled
+    form); after a run, ``grads_from[p]`` holds parameter ``p``'s gradient (absent: zero) and
+    ``loss_from[loss]`` the per-example loss that ``train_step`` reports.
+    """
 
     algorithm: str
     graph: str
     options: tuple[tuple[str, Any], ...]
     sections: tuple[Section, ...]
+    compiled: Compiled | None = field(default=None, compare=False, repr=False)
+    grads_from: str = "g"
+    loss_from: str = "x"
 
     @property
     def steps(self) -> tuple[Any, ...]:
+        """Every step as printed (a loop's steps once)."""
         return tuple(s for sec in self.sections for s in sec.steps)
 
     def executed(self) -> list[tuple[str, Any]]:
-        """(section title, step) of every step the executor runs (notes run nothing), in order."""
+        """(section title, step) of every step the executor runs (notes run nothing), in order;
+        a loop's steps once each (``Program.profile`` sums their time over the iterations)."""
         return [
             (sec.title, s) for sec in self.sections for s in sec.steps if not isinstance(s, Note)
         ]
@@ -113,12 +138,13 @@ class Schedule:
 
     def __str__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options)
-        lines = [
-            f"schedule {self.algorithm}({opts}) of graph {self.graph!r}: "
-            f"{sum(1 for s in self.steps if not isinstance(s, Note))} steps"
-        ]
+        runs = sum(sec.repeat * sum(not isinstance(s, Note) for s in sec.steps) for sec in self.sections)
+        printed = sum(1 for s in self.steps if not isinstance(s, Note))
+        count = f"{printed} steps" + (f", {runs} run" if runs != printed else "")
+        lines = [f"schedule {self.algorithm}({opts}) of graph {self.graph!r}: {count}"]
         for sec in self.sections:
-            lines.append(f"{sec.title}:")
+            loop = f" (repeat {sec.repeat})" if sec.repeat > 1 else ""
+            lines.append(f"{sec.title}{loop}:")
             lines.extend(f"  {step}" for step in sec.steps)
         return "\n".join(lines)
 
@@ -202,35 +228,3 @@ class Perturb:
 
     def __str__(self) -> str:
         return f"x[{self.node}] += N(0, {self.sigma!r}^2)  (seed {self.seed})"
-
-
-@dataclass(frozen=True)
-class ProxOutput:
-    """IL-prox's proximal output: ``e[node] *= a*n / (1 + a*n)``, ``n = sum ||x[pre]||^2 + eps``
-    per example (Alonso et al. 2022: the closed-form target of the proximal step)."""
-
-    node: str
-    presynaptic: tuple[str, ...]
-    alpha: float
-    eps: float
-
-    def __str__(self) -> str:
-        return (
-            f"e[{self.node}] *= a*n/(1 + a*n), n = ||{', '.join(self.presynaptic)}||^2 + "
-            f"{self.eps!r}, a = {self.alpha!r}"
-        )
-
-
-@dataclass(frozen=True)
-class Normalise:
-    """IL-prox's weight step ``e a^T / (mean_b ||a||^2 + 1 + eps)`` (``a`` the presynaptic
-    activity), reported as a gradient for ``SGD(lr=alpha)``: ``d[param] /= alpha * (...)``."""
-
-    param: str
-    presynaptic: tuple[str, ...]
-    alpha: float
-    eps: float
-
-    def __str__(self) -> str:
-        pre = ", ".join(self.presynaptic) or "-"
-        return f"d[{self.param}] /= {self.alpha!r} * (mean ||{pre}||^2 + 1 + {self.eps!r})"

@@ -7,7 +7,7 @@ import pytest
 from helpers import ALGORITHM_OPTIONS, GRAPHS, batch_for, check_program_grads, mlp
 
 import pcgraph as pc
-from pcgraph.algorithms import ALGORITHMS, get_algorithm
+from pcgraph.algorithms import ALGORITHMS
 
 
 @pytest.mark.parametrize("name", GRAPHS)
@@ -114,11 +114,13 @@ def test_node_order_does_not_depend_on_insertion_order() -> None:
 def test_every_algorithm_keeps_every_stored_array_in_float32(algorithm: str) -> None:
     g = mlp()
     prog = pc.compile(g)  # float32
-    algo = get_algorithm(algorithm)
-    opts = algo.resolve({**ALGORITHM_OPTIONS.get(algorithm, {})})
-    grads, extra = algo.grads(prog, prog.init_params(0), batch_for(g), opts)
+    schedule = prog.schedule(algorithm, **ALGORITHM_OPTIONS.get(algorithm, {}))
+    run = prog.run(schedule, prog.init_params(0), batch_for(g), keep=True)
+    grads = run.grads()
     assert {k: v.dtype for k, v in grads.items()} == {k: np.float32 for k in grads}
-    for store, arrays in extra["state"].items():
-        for node, a in arrays.items():
-            if prog.compiled.nodes[node].dtype != "int64":
+    stores = run.lowered.layout.bases
+    assert {"x", "g"} <= set(stores) or {"x", "e", "d"} <= set(stores)
+    for store in stores:
+        for node, a in run.store(store).items():
+            if ":saved" not in store and schedule.compiled.nodes[node].dtype != "int64":
                 assert a.dtype == np.float32, f"{store}[{node}] is {a.dtype}"

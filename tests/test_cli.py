@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -19,6 +20,7 @@ from pcgraph import cli
 from pcgraph.algorithms import ALGORITHMS, Algorithm
 from pcgraph.algorithms import bp as bp_module
 from pcgraph.levels import zil_levels
+from pcgraph.schedule import Seed
 
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
 needs_digits = pytest.mark.skipif(
@@ -81,13 +83,24 @@ def run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
 
 
 def _scaled_bp(name: str, factor: float) -> Algorithm:
-    """A stand-in algorithm for tests: backprop's gradients times ``factor``."""
+    """A stand-in algorithm for tests: backprop's gradients times ``factor`` (its loss seeded
+    with ``factor / B`` instead of ``1 / B``)."""
 
-    def grads(program, params, batch, opts):  # noqa: ANN001, ANN202
-        g, extra = bp_module.grads(program, params, batch, {})
-        return {k: v * factor for k, v in g.items()}, extra
+    def schedule(c, opts):  # noqa: ANN001, ANN202
+        bp = bp_module.schedule(c, opts)
+        sections = tuple(
+            dataclasses.replace(
+                sec,
+                steps=tuple(
+                    dataclasses.replace(s, value=f"{factor!r}/B") if isinstance(s, Seed) else s
+                    for s in sec.steps
+                ),
+            )
+            for sec in bp.sections
+        )
+        return dataclasses.replace(bp, algorithm=name, sections=sections)
 
-    return Algorithm(name, f"bp x {factor} (test stand-in)", bp_module.schedule, grads)
+    return Algorithm(name, f"bp x {factor} (test stand-in)", schedule)
 
 
 @pytest.fixture
@@ -412,7 +425,6 @@ def test_algo_options_route_to_the_algorithms_that_have_them(monkeypatch) -> Non
         "il",
         "stand-in",
         bp_module.schedule,
-        bp_module.grads,
         {"steps": Option(20, positive_int, "")},
     )
     monkeypatch.setitem(ALGORITHMS, "il", with_steps)

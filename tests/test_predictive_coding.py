@@ -12,6 +12,7 @@ from helpers import attention, batch_for, mlp, residual, rnn
 from hypothesis import HealthCheck, given, settings
 
 import pcgraph as pc
+from pcgraph.algorithms.ilprox import Normalise
 
 GRAPHS = {
     "mlp-sigmoid": lambda: mlp(activation=pc.sigmoid),
@@ -200,7 +201,7 @@ def test_il_prox_normalises_every_layer_by_its_presynaptic_activity(layer: str) 
     g.set_loss(pc.mse(dense(h, W1, b1), g.target("y", (3,))))
     prog = pc.compile(g, dtype="float64")
     steps = prog.schedule("il-prox", alpha=0.1).steps
-    norms = {s.param: s.presynaptic for s in steps if isinstance(s, pc.schedule.Normalise)}
+    norms = {s.param: s.presynaptic for s in steps if isinstance(s, Normalise)}
     assert norms == {"W0": ("x",), "b0": ("x",), "W1": ("h",), "b1": ("h",)}
 
 
@@ -210,7 +211,20 @@ def test_zil_schedule_costs_what_backprop_costs() -> None:
     zil = [s for s in prog.schedule("zil").steps if isinstance(s, pc.schedule.VJP)]
     loss_vjps = 1  # Z-IL's output error is the loss VJP, which BP counts too
     assert len(zil) == len(bp) + loss_vjps - 1
-    assert len(prog.schedule("il", steps=3).steps) > 3 * len(zil)
+    il = prog.schedule("il", steps=3)
+    assert sum(sec.repeat * len(sec.steps) for sec in il.sections) > 3 * len(zil)
+
+
+@pytest.mark.parametrize("algorithm", ["il", "fpa", "il-prox"])
+def test_a_schedules_size_does_not_grow_with_its_step_count(algorithm: str) -> None:
+    prog, _, _ = setup("residual")
+    alpha = {"alpha": 0.1} if algorithm == "il-prox" else {}
+    few = prog.schedule(algorithm, steps=4, **alpha)
+    many = prog.schedule(algorithm, steps=10**9, **alpha)
+    assert len(many.steps) == len(few.steps)
+    loop = many.section("inference t=1..999999999")
+    assert loop.repeat == 10**9 - 1 and "(repeat 999999999)" in str(many)
+    assert [sec.repeat for sec in few.sections] == [1, 1, 3, 1, 1]
 
 
 def test_unknown_options_and_bad_values_are_option_errors() -> None:
@@ -253,5 +267,5 @@ def test_il_step_0_takes_the_feed_forward_predictions_unless_values_are_perturbe
     assert recomputed_at_step_0("il", steps=3) == []
     assert recomputed_at_step_0("zil", dense=True, init_noise=0.1)  # perturbed: recomputed
     # and the later steps still recompute every prediction a value update can change
-    later = prog.schedule("il", steps=3).section("inference t=1").steps
+    later = prog.schedule("il", steps=3).section("inference t=1..2").steps
     assert any(isinstance(s, Eval) and s.into == "mu" for s in later)

@@ -1,6 +1,7 @@
-"""The learning algorithms: each is one ``Algorithm`` record (options, schedule emitter, runner).
+"""The learning algorithms: each is one ``Algorithm`` record (options and a schedule emitter).
 
-``prog.grads(..., algorithm=NAME, **options)`` and ``prog.train_step`` look algorithms up here.
+``prog.grads(..., algorithm=NAME, **options)`` and ``prog.train_step`` look algorithms up here,
+emit the algorithm's schedule and run it with ``Program.run``: an algorithm is its schedule.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ def choice(*values: Any) -> Callable[[Any], str | None]:
 
 @dataclass(frozen=True)
 class Algorithm:
-    """A learning algorithm: ``schedule(compiled, opts)`` and ``grads(program, params, batch, opts)``."""
+    """A learning algorithm: ``schedule(compiled, opts)`` emits its schedule, which carries its
+    graph and names where its gradients (in the gradient's sign) and its loss are."""
 
     name: str
     summary: str
     schedule: Callable[..., Any]
-    grads: Callable[..., tuple[dict, dict]]  # -> (grads in the gradient's sign, extra results)
     options: Mapping[str, Option] = field(default_factory=dict)
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,4 +86,4 @@ def get_algorithm(name: str) -> Algorithm:
     return ALGORITHMS[name]
 
 
-from . import bp, predictive  # noqa: E402,F401  (they register themselves)
+from . import bp, ilprox, predictive  # noqa: E402,F401  (they register themselves)

@@ -19,11 +19,10 @@ from pcgraph.schedule import (
     Error,
     Eval,
     GradientUnits,
-    Normalise,
     Note,
     Perturb,
-    ProxOutput,
     Relax,
+    Schedule,
     Section,
     Seed,
     Snapshot,
@@ -218,14 +217,19 @@ def dense_sections(
     increment_at: dict[str, int],
     noise: float = 0.0,
     seed: int = 0,
-    prox: tuple[float, float] | None = None,
+    output_extra: tuple = (),
+    final_extra: tuple = (),
 ) -> tuple[Section, ...]:
     """The literal dynamics: every value node at every step.
 
     ``fixed``: predictions and Jacobians held at the feed-forward pass (FPA); otherwise they are
     recomputed from the current values each step (strict IL).  ``increment_at[v]`` is the step
     at whose start vertex ``v``'s increments are taken (``steps`` = from the final errors).
-    ``prox = (alpha, eps)`` turns on IL-prox's proximal output and normalised weight step.
+    ``output_extra`` steps follow every computation of the output errors and ``final_extra``
+    ends the final errors (IL-prox's proximal output and normalised weight step).
+
+    Steps after the first whose bodies are the same (no increments taken there) are one
+    repeated section, so the schedule's size does not grow with ``steps``.
     """
     at = "ff" if fixed else "x"
     mu = "ff" if fixed else "mu"
@@ -248,46 +252,41 @@ def dense_sections(
             out += [Eval(v, c.nodes[v].op, c.nodes[v].operands, into="mu") for v in stale_values]
         if first or not fixed:
             out += output_errors(st, c, at)
-            if prox:
-                out += [ProxOutput(o, presynaptic(c, st, o), prox[0], prox[1]) for o in st.outputs]
+            out += list(output_extra)
         return out + [Error(v, mu) for v in st.values]
 
-    for t in range(steps):
-        body = errors(t == 0)
-        body += increment_steps(st, c, [v for v in vertices if increment_at[v] == t], at, "eg")
-        body += drive_steps(st, c, list(st.values), at)
-        body += [Update(v, rate) for v in st.values]
-        sections.append(Section(f"inference t={t}", tuple(body)))
+    def body(t: int) -> tuple:
+        steps_t = errors(t == 0)
+        steps_t += increment_steps(st, c, [v for v in vertices if increment_at[v] == t], at, "eg")
+        steps_t += drive_steps(st, c, list(st.values), at)
+        steps_t += [Update(v, rate) for v in st.values]
+        return tuple(steps_t)
+
+    # Steps 1..steps-1 in runs between the steps that take increments (finitely many).
+    special = sorted({t for t in increment_at.values() if 0 < t < steps})
+    if steps > 0:
+        sections.append(Section("inference t=0", body(0)))
+    start = 1
+    for stop in [*special, steps]:
+        if stop > start:
+            title = f"inference t={start}" + (f"..{stop - 1}" if stop - 1 > start else "")
+            sections.append(Section(title, body(start), repeat=stop - start))
+        if stop < steps:
+            sections.append(Section(f"inference t={stop}", body(stop)))
+        start = stop + 1
     final = errors(steps == 0)
     final += increment_steps(st, c, [v for v in vertices if increment_at[v] >= steps], at, "eg")
-    if prox:
-        final += [
-            Normalise(p, presynaptic(c, st, consumer(c, p)), prox[0], prox[1])
-            for p in c.of_kind("param")
-        ]
+    final += list(final_extra)
     sections.append(Section("final errors", tuple(final)))
     sections.append(apply_section(st, c))
     return tuple(sections)
 
 
-# ------------------------------------------------------------------ IL-prox helpers
-def presynaptic(c: Compiled, st: PCStructure, node: str | None) -> tuple[str, ...]:
-    """The presynaptic activity of a layer: the batched operands of a ``matmul`` (or of the matmul
-    a bias is added to), or the input of a ``linear``.  Empty for other ops."""
-    if node is None:
-        return ()
-    spec = c.nodes[node]
-    if spec.op == "matmul":
-        return tuple(o for o in spec.operands if c.nodes[o].batched)
-    if spec.op == "linear":
-        return tuple(o for o in spec.operands[:1] if c.nodes[o].batched)
-    if spec.op in ("add", "sub"):
-        for o in spec.operands:
-            if c.nodes[o].op == "matmul" and c.nodes[o].batched:
-                return presynaptic(c, st, o)
-    return ()
-
-
-def consumer(c: Compiled, param: str) -> str | None:
-    """The first op node (in topological order) that uses ``param`` directly."""
-    return next((n for n in c.order if param in c.nodes[n].operands), None)
+def pc_schedule(
+    name: str, c: Compiled, opts: dict, sections: tuple[Section, ...], graph: Compiled
+) -> Schedule:
+    """A predictive-coding schedule: increments (in gradient units) in ``d``, the feed-forward
+    loss in ``ff``; ``graph`` is the (possibly identity-levelled) graph its steps name."""
+    return Schedule(
+        name, c.name, tuple(opts.items()), sections, compiled=graph, grads_from="d", loss_from="ff"
+    )

@@ -1,4 +1,5 @@
-"""The predictive-coding algorithms: zil, il, fpa and il-prox, all on the schedules of ``pc.py``."""
+"""The predictive-coding algorithms zil, il and fpa, on the schedules of ``pc.py`` (il-prox, which
+brings step kinds of its own, is in ``ilprox.py``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pcgraph.algorithms.pc import (
     PCStructure,
     dense_sections,
     identity_levelled,
+    pc_schedule,
     structure,
     wavefront_sections,
 )
@@ -81,75 +83,28 @@ def zil_schedule(c: Compiled, opts: dict) -> Schedule:
             float(opts["init_noise"]),
             opts["noise_seed"],
         )
-    else:
-        lc, st = pc_view(c, opts["levelling"])
-        return Schedule("zil", c.name, tuple(opts.items()), wavefront_sections(lc, st))
-    return Schedule("zil", c.name, tuple(opts.items()), sections)
+        return pc_schedule("zil", c, opts, sections, lc)
+    lc, st = pc_view(c, opts["levelling"])
+    return pc_schedule("zil", c, opts, wavefront_sections(lc, st), lc)
 
 
-def _dense(name: str, c: Compiled, opts: dict, fixed: bool, prox: tuple | None = None) -> Schedule:
+def dense_schedule(
+    name: str, c: Compiled, opts: dict, fixed: bool, **extra: tuple
+) -> tuple[Schedule, PCStructure]:
+    """IL-style dense dynamics for ``opts["steps"]`` steps (None: the graph's depth)."""
     _, st = pc_view(c)
     steps = opts["steps"] if opts["steps"] is not None else max(st.depth, 1)
     at = dict.fromkeys((*st.outputs, *st.values, st.loss), steps)
-    sections = dense_sections(c, st, steps, float(opts["rate"]), fixed, at, prox=prox)
-    return Schedule(name, c.name, tuple(opts.items()), sections)
+    sections = dense_sections(c, st, steps, float(opts["rate"]), fixed, at, **extra)
+    return pc_schedule(name, c, opts, sections, c), st
 
 
 def il_schedule(c: Compiled, opts: dict) -> Schedule:
-    return _dense("il", c, opts, fixed=False)
+    return dense_schedule("il", c, opts, fixed=False)[0]
 
 
 def fpa_schedule(c: Compiled, opts: dict) -> Schedule:
-    return _dense("fpa", c, opts, fixed=True)
-
-
-def ilprox_schedule(c: Compiled, opts: dict) -> Schedule:
-    if opts["alpha"] is None:
-        from pcgraph.errors import OptionError
-
-        raise OptionError(
-            "algorithm 'il-prox' needs alpha= (the learning rate of the proximal "
-            "step; train_step passes the optimiser's lr)"
-        )
-    return _dense("il-prox", c, opts, fixed=False, prox=(float(opts["alpha"]), opts["eps"]))
-
-
-# ------------------------------------------------------------------ running
-def compiled_for(program: Any, schedule: Schedule) -> Compiled:
-    """The graph a schedule was emitted for: the program's own, or its identity-levelled form.
-
-    Answered once per schedule, not by a walk over its steps every call (the program keeps its
-    schedules, so their ids stay theirs).
-    """
-    key = ("compiled for", id(schedule))
-    if key not in program._derived:
-        names = {s.node for s in schedule.steps if hasattr(s, "node")}
-        own = names <= set(program.compiled.nodes)
-        program._derived[key] = program.compiled if own else _identity_levelled(program)
-    return program._derived[key]
-
-
-def _identity_levelled(program: Any) -> Compiled:
-    """The program's graph with identity relays (``levelling="identity"``), built once."""
-    key = ("identity-levelled",)
-    if key not in program._derived:
-        program._derived[key] = pc_view(program.compiled, "identity")[0]
-    return program._derived[key]
-
-
-def pc_grads(name: str):  # noqa: ANN201
-    def grads(program: Any, params: Any, batch: Any, opts: dict) -> tuple[dict, dict]:
-        sched = program.schedule(name, **opts)
-        c = compiled_for(program, sched)
-        state, size = program._state(params, batch, [program.loss_node])
-        state.update(e={}, s={}, d={}, mu={})
-        program.execute(sched, c, state, size)
-        d = state["d"]  # increments are taken in gradient units: they are the gradients
-        out = {p: d[p] if p in d else program.zeros_like(p) for p in program.params}
-        state["x"] = state["ff"]  # the loss reported is the feed-forward one
-        return out, {"state": state, "batch_size": size}
-
-    return grads
+    return dense_schedule("fpa", c, opts, fixed=True)[0]
 
 
 register(
@@ -157,7 +112,6 @@ register(
         "zil",
         "zero-divergence inference learning (equals backprop exactly)",
         zil_schedule,
-        pc_grads("zil"),
         {
             "levelling": Option(
                 "longest",
@@ -181,7 +135,6 @@ register(
         "il",
         "inference learning: strict predictive coding, predictions recomputed every step",
         il_schedule,
-        pc_grads("il"),
         {
             "steps": Option(20, positive_int, "inference steps"),
             "rate": Option(0.1, finite_rate, "inference rate gamma"),
@@ -193,24 +146,9 @@ register(
         "fpa",
         "predictive coding under the fixed prediction assumption (Rosenbaum 2022)",
         fpa_schedule,
-        pc_grads("fpa"),
         {
             "steps": Option(None, _optional_steps, "sweeps (default: the graph's depth)"),
             "rate": Option(1.0, finite_rate, "inference rate eta"),
-        },
-    )
-)
-register(
-    Algorithm(
-        "il-prox",
-        "IL approximating implicit SGD (Alonso et al. 2022)",
-        ilprox_schedule,
-        pc_grads("il-prox"),
-        {
-            "steps": Option(25, positive_int, "inference steps"),
-            "rate": Option(0.015, finite_rate, "inference rate"),
-            "alpha": Option(None, _optional_rate, "learning rate of the proximal step"),
-            "eps": Option(1e-8, finite_rate, "stabiliser of the presynaptic norms"),
         },
     )
 )

@@ -1,0 +1,153 @@
+"""IL-prox (Alonso et al. 2022): inference learning that approximates implicit SGD.
+
+It runs IL's dense dynamics with two step kinds of its own, defined and lowered here (the core
+executor knows nothing of them): the proximal output error and the normalised weight step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pcgraph.algorithms import Algorithm, Option, finite_rate, positive_int, register
+from pcgraph.algorithms.pc import PCStructure
+from pcgraph.algorithms.predictive import _optional_rate, dense_schedule
+from pcgraph.compile import Compiled
+from pcgraph.errors import OptionError
+from pcgraph.execute import Instr, Lowerer, register_lowering
+from pcgraph.schedule import Schedule
+
+
+@dataclass(frozen=True)
+class ProxOutput:
+    """IL-prox's proximal output: ``e[node] *= a*n / (1 + a*n)``, ``n = sum ||x[pre]||^2 + eps``
+    per example (Alonso et al. 2022: the closed-form target of the proximal step)."""
+
+    node: str
+    presynaptic: tuple[str, ...]
+    alpha: float
+    eps: float
+
+    def __str__(self) -> str:
+        return (
+            f"e[{self.node}] *= a*n/(1 + a*n), n = ||{', '.join(self.presynaptic)}||^2 + "
+            f"{self.eps!r}, a = {self.alpha!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Normalise:
+    """IL-prox's weight step ``e a^T / (mean_b ||a||^2 + 1 + eps)`` (``a`` the presynaptic
+    activity), reported as a gradient for ``SGD(lr=alpha)``: ``d[param] /= alpha * (...)``."""
+
+    param: str
+    presynaptic: tuple[str, ...]
+    alpha: float
+    eps: float
+
+    def __str__(self) -> str:
+        pre = ", ".join(self.presynaptic) or "-"
+        return f"d[{self.param}] /= {self.alpha!r} * (mean ||{pre}||^2 + 1 + {self.eps!r})"
+
+
+def _sq_norm(xp: Any, arrays: list) -> Any:
+    """Per-example squared norm summed over ``arrays`` (each batched): shape (B,)."""
+    total = 0.0
+    for a in arrays:
+        total = total + xp.sum(xp.reshape(a * a, (a.shape[0], -1)), axis=1)
+    return total
+
+
+def _lower_prox(lw: Lowerer, steps: list) -> Instr:
+    (step,) = steps
+    xp, alpha, eps = lw.xp, step.alpha, step.eps
+    pre = [lw.read("x", p) for p in step.presynaptic]
+    e = lw.update("e", step.node)
+
+    def run_prox(slots: list, batch: int) -> None:
+        n = _sq_norm(xp, [slots[p] for p in pre]) + eps
+        scale = alpha * n / (1.0 + alpha * n)
+        err = slots[e]
+        if pre:  # a per-example scale, else one number (no presynaptic activity: n = eps)
+            scale = xp.reshape(scale, (batch,) + (1,) * (err.ndim - 1))
+        slots[e] = err * scale
+
+    return lw.instr(run_prox)
+
+
+def _lower_normalise(lw: Lowerer, steps: list) -> Instr:
+    (step,) = steps
+    xp, alpha, eps = lw.xp, step.alpha, step.eps
+    pre = [lw.read("x", p) for p in step.presynaptic]
+    d = lw.update("d", step.param)
+
+    def run_normalise(slots: list, batch: int) -> None:
+        arrays = [slots[p] for p in pre]
+        norm = xp.mean(_sq_norm(xp, arrays)) if arrays else 0.0
+        if slots[d] is not None:
+            slots[d] = slots[d] / (alpha * (norm + 1.0 + eps))
+
+    return lw.instr(run_normalise)
+
+
+register_lowering(ProxOutput, _lower_prox)
+register_lowering(Normalise, _lower_normalise)
+
+
+def presynaptic(c: Compiled, node: str | None) -> tuple[str, ...]:
+    """The presynaptic activity of a layer: the batched operands of a ``matmul`` (or of the matmul
+    a bias is added to), or the input of a ``linear``.  Empty for other ops."""
+    if node is None:
+        return ()
+    spec = c.nodes[node]
+    if spec.op == "matmul":
+        return tuple(o for o in spec.operands if c.nodes[o].batched)
+    if spec.op == "linear":
+        return tuple(o for o in spec.operands[:1] if c.nodes[o].batched)
+    if spec.op in ("add", "sub"):
+        for o in spec.operands:
+            if c.nodes[o].op == "matmul" and c.nodes[o].batched:
+                return presynaptic(c, o)
+    return ()
+
+
+def consumer(c: Compiled, param: str) -> str | None:
+    """The first op node (in topological order) that uses ``param`` directly."""
+    return next((n for n in c.order if param in c.nodes[n].operands), None)
+
+
+def ilprox_schedule(c: Compiled, opts: dict) -> Schedule:
+    if opts["alpha"] is None:
+        raise OptionError(
+            "algorithm 'il-prox' needs alpha= (the learning rate of the proximal "
+            "step; train_step passes the optimiser's lr)"
+        )
+    alpha, eps = float(opts["alpha"]), opts["eps"]
+
+    def outputs(st: PCStructure) -> tuple:
+        return tuple(ProxOutput(o, presynaptic(c, o), alpha, eps) for o in st.outputs)
+
+    from pcgraph.algorithms.pc import structure
+
+    st = structure(c)
+    final = tuple(
+        Normalise(p, presynaptic(c, consumer(c, p)), alpha, eps) for p in c.of_kind("param")
+    )
+    return dense_schedule(
+        "il-prox", c, opts, fixed=False, output_extra=outputs(st), final_extra=final
+    )[0]
+
+
+register(
+    Algorithm(
+        "il-prox",
+        "IL approximating implicit SGD (Alonso et al. 2022)",
+        ilprox_schedule,
+        {
+            "steps": Option(25, positive_int, "inference steps"),
+            "rate": Option(0.015, finite_rate, "inference rate"),
+            "alpha": Option(None, _optional_rate, "learning rate of the proximal step"),
+            "eps": Option(1e-8, finite_rate, "stabiliser of the presynaptic norms"),
+        },
+    )
+)
