@@ -100,6 +100,9 @@ class InPlaceKernels(Kernels):
     def difference(self, a: Any, b: Any, out: Any = None) -> Any:
         return a - b if out is None else self.xp.subtract(a, b, out=out)
 
+    def sum_squares(self, a: Any) -> Any:
+        return self.xp.vdot(a, a)  # BLAS dot of the flattened array, no reshape
+
     def scaled(self, a: Any, factor: float, out: Any = None) -> Any:
         return a * factor if out is None else self.xp.multiply(a, factor, out=out)
 

@@ -288,19 +288,30 @@ def _sigmoid(xp: Any, x: Any) -> Any:
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def _promotes_bool(xp: Any) -> bool:
+    """Whether ``xp``'s arithmetic takes boolean arrays as 0/1 (NumPy and CuPy do; the array
+    API standard leaves mixed bool/float arithmetic undefined, so others get an ``astype``)."""
+    return getattr(xp, "__name__", "").split(".")[0] in ("numpy", "cupy")
+
+
 def _zeros_where(xp: Any, cond: Any, g: Any) -> Any:
     """``g`` where ``cond`` holds, else 0 (``cond`` broadcasts to ``g``).
 
     A product with the 0/1 mask: NumPy's ``where`` on a random mask is ~10x slower.
     """
-    return g * xp.astype(cond, g.dtype)
+    return g * cond if _promotes_bool(xp) else g * xp.astype(cond, g.dtype)
+
+
+def _relu(xp: Any, x: Any) -> Any:
+    # maximum with a 0-d zero: one pass, where the mask product takes three.
+    return xp.maximum(x, xp.zeros((), dtype=x.dtype))
 
 
 _unary("neg", "-x", lambda xp, x: -x, lambda xp, g, o, x: -g)
 _unary(
     "relu",
     "max(x, 0)",
-    lambda xp, x: _zeros_where(xp, x > 0, x),
+    _relu,
     lambda xp, g, o, x: _zeros_where(xp, x > 0, g),
 )
 _unary("tanh", "tanh(x)", lambda xp, x: xp.tanh(x), lambda xp, g, o, x: g * (1.0 - o * o))
@@ -1368,12 +1379,15 @@ def _conv_input_vjp(
     return _crop(r, p[0], p[1], in_hw)
 
 
-def _conv_weight_vjp(
-    xp: Any, cols: Any, gt: Any, w_shape: tuple, groups: int
-) -> Any:
-    """The cotangent of conv2d's (O, C/groups, kh, kw) weights: out-cotangent @ im2col^T."""
+def _conv_weight_vjp(xp: Any, cols: Any, gt: Any, w_shape: tuple, groups: int) -> Any:
+    """The cotangent of conv2d's (O, C/groups, kh, kw) weights: out-cotangent @ im2col^T,
+    computed as (im2col @ out-cotangent^T)^T: the same product, with the long axis (pixels x
+    batch) as the GEMM's inner dimension on both operands' rows, which OpenBLAS runs about
+    1.7x faster on LeNet's shapes."""
     g2 = xp.reshape(gt, (groups, w_shape[0] // groups, -1))
-    return xp.reshape(xp.matmul(g2, xp.matrix_transpose(cols)), tuple(w_shape))
+    return xp.reshape(
+        xp.matrix_transpose(xp.matmul(cols, xp.matrix_transpose(g2))), tuple(w_shape)
+    )
 
 
 def _canon_conv(attrs: dict, shapes: list) -> dict:
@@ -1579,49 +1593,71 @@ def _pool_shape(shapes: list, batched: list, kernel: tuple, stride: tuple, paddi
     )
 
 
+def _pool_keys(hw: tuple, kernel: tuple, stride: tuple, padding: tuple) -> list[tuple]:
+    """One slice key of the padded (C, H, W, B) input per kernel offset, for an (H, W) input."""
+    out_hw = tuple(_conv_out(n, k, s, p, 1, "") for n, k, s, p in zip(hw, kernel, stride, padding))
+    return _offsets(kernel, stride, (1, 1), out_hw)
+
+
 def _pool_windows(
     xp: Any, x: Any, lead: int, kernel: tuple, stride: tuple, padding: tuple, fill: float
 ) -> tuple:
     """The padded (C, H, W, B) input and one slice key per kernel offset."""
     xt = _to_cwhb(xp, x, lead)
-    out_hw = tuple(
-        _conv_out(n, k, s, p, 1, "") for n, k, s, p in zip(xt.shape[1:3], kernel, stride, padding)
-    )
-    xt = _pad_cwhb(xp, xt, padding[0], padding[1], fill)
-    return xt, _offsets(kernel, stride, (1, 1), out_hw)
+    keys = _pool_keys(tuple(xt.shape[1:3]), kernel, stride, padding)
+    return _pad_cwhb(xp, xt, padding[0], padding[1], fill), keys
 
 
-def _window_max(xp: Any, xt: Any, keys: list) -> tuple[Any, Any]:
-    """The maxima over the kernel offsets ``keys`` of a padded (C, H, W, B) input, and for each
-    window the offset of its first maximal element (int8; the VJP's tie rule)."""
+def _window_max(xp: Any, xt: Any, keys: list) -> Any:
+    """The maxima over the kernel offsets ``keys`` of a padded (C, H, W, B) input."""
     m = xt[keys[0]]
-    first = xp.zeros(tuple(m.shape), dtype=xp.int8)
-    for k, key in enumerate(keys[1:], 1):
-        v = xt[key]
-        first = xp.where(v > m, xp.asarray(k, dtype=xp.int8), first)  # ties keep the earlier
-        m = xp.maximum(m, v)
-    return m, first
+    for key in keys[1:]:
+        m = xp.maximum(m, xt[key])
+    return m
 
 
 def _max_pool_saves(xp: Any, xs: list, lead: int, **pool: Any) -> tuple[Any, Any]:
     xt, keys = _pool_windows(xp, xs[0], lead, fill=-math.inf, **pool)
-    m, first = _window_max(xp, xt, keys)
-    return _from_cwhb(xp, m, lead), first
+    m = _window_max(xp, xt, keys)
+    return _from_cwhb(xp, m, lead), (xt, m)
+
+
+def _tiles(xt: Any, keys: list, kernel: tuple, stride: tuple) -> bool:
+    """Whether the windows of ``keys`` cover the padded input exactly once (stride = kernel and
+    the extents divisible): each input element then takes one window's cotangent or none."""
+    (kh, kw), (sh, sw) = kernel, stride
+    rows = keys[-1][1].stop  # the last offset's slices end where the last window does
+    cols = keys[-1][2].stop
+    return (kh, kw) == (sh, sw) and rows == xt.shape[1] and cols == xt.shape[2]
 
 
 def _max_pool_vjp(
     xp: Any, i: int, g: Any, out: Any, xs: list, lead: int, saved: Any = None, **pool: Any
 ) -> Any:
     # Tie rule: each window's cotangent goes to its first maximal element in row-major window
-    # order; overlapping windows accumulate.  Which element that is comes from the forward at
-    # the same x when it saved it, else it is recomputed (never read from ``out``, which may
-    # belong to another point).
-    xt, keys = _pool_windows(xp, xs[0], lead, fill=-math.inf, **pool)
-    first = _window_max(xp, xt, keys)[1] if saved is None else saved
+    # order (``taken`` marks windows already served); overlapping windows accumulate.  The
+    # maxima come from the forward at the same x when it saved them, else they are recomputed
+    # (never read from ``out``, which may belong to another point).
+    if saved is None:
+        xt, keys = _pool_windows(xp, xs[0], lead, fill=-math.inf, **pool)
+        m = _window_max(xp, xt, keys)
+    else:
+        (xt, m) = saved
+        keys = _pool_keys(tuple(xs[0].shape[-2:]), pool["kernel"], pool["stride"], pool["padding"])
     gt = _to_cwhb(xp, g, lead)
-    r = xp.zeros(tuple(xt.shape), dtype=g.dtype)
-    for k, key in enumerate(keys):
-        r[key] += _zeros_where(xp, first == k, gt)
+    tiles = _tiles(xt, keys, pool["kernel"], pool["stride"])
+    r = (xp.empty if tiles else xp.zeros)(tuple(xt.shape), dtype=g.dtype)
+    taken = None
+    for n, key in enumerate(keys):
+        hit = xt[key] == m
+        if taken is not None:
+            hit = xp.logical_and(hit, xp.logical_not(taken))
+        if n < len(keys) - 1:
+            taken = hit if taken is None else xp.logical_or(taken, hit)
+        if tiles:
+            r[key] = _zeros_where(xp, hit, gt)
+        else:
+            r[key] += _zeros_where(xp, hit, gt)
     ph, pw = pool["padding"]
     return _from_cwhb(xp, _crop(r, ph, pw, tuple(xs[0].shape[-2:])), lead)
 
@@ -1802,6 +1838,14 @@ def _sce_dtypes(shapes: list, dtypes: list) -> None:
         raise ValueError(f"float target probabilities must have the logits' shape {z}, got {y}")
 
 
+def _picked(xp: Any, s: Any, y: Any) -> Any:
+    """``s[..., y]`` per row: the entry of each row's class (fancy indexing where the namespace
+    has it for 2-D arrays, 4x faster than ``take_along_axis`` on a (64, 10) batch)."""
+    if s.ndim == 2 and _promotes_bool(xp):
+        return s[xp.arange(s.shape[0]), y]
+    return xp.take_along_axis(s, xp.expand_dims(y, axis=-1), axis=-1)[..., 0]
+
+
 def _sce_saves(xp: Any, xs: list) -> tuple[Any, Any]:
     """The per-example loss and the softmax probabilities its VJP reuses."""
     z, y = xs
@@ -1812,8 +1856,7 @@ def _sce_saves(xp: Any, xs: list) -> tuple[Any, Any]:
         loss = -sum_over(xp, y * (s - xp.log(total)), _per_example_axes(z))
     else:
         # -log_softmax(z)[y] = logsumexp(z) - z[y]: no one-hot matrix and no log of every class.
-        picked = xp.take_along_axis(s, xp.expand_dims(y, axis=-1), axis=-1)[..., 0]
-        loss = xp.log(total[..., 0]) - picked
+        loss = xp.log(total[..., 0]) - _picked(xp, s, y)
         loss = sum_over(xp, loss, _per_example_axes(loss)) if loss.ndim > 1 else loss
     e /= total  # in place: ``e`` is fresh; it is now softmax(z)
     return loss, e

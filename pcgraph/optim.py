@@ -74,6 +74,7 @@ class Optimizer:
     def __init__(self) -> None:
         self.state: dict[str, Any] = {"step": 0}
         self._scratch: dict[tuple[str, str], Any] = {}
+        self._flat: tuple | None = None  # (layout, flat buffer, views) of staged parameters
 
     # ------------------------------------------------------------------ the two phases
     def stage(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> Staged:
@@ -94,6 +95,26 @@ class Optimizer:
     def apply(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> None:
         """``commit(stage(...))``, with no finiteness check."""
         self.commit(self.stage(params, grads, kernels), params, kernels)
+
+    def _param_buffers(self, params: Mapping[str, Any], kernels: Any) -> tuple[Any, dict]:
+        """One flat buffer for every staged parameter, and a view of it per parameter: the
+        finiteness probe is then one dot product, whatever the number of parameters."""
+        layout = tuple((k, v.shape, v.dtype, type(v)) for k, v in params.items())
+        if self._flat is not None and self._flat[0] == layout:
+            return self._flat[1], self._flat[2]
+        xp = kernels.xp
+        dtypes = {d for _, _, d, _ in layout}
+        if not kernels.inplace or len(dtypes) != 1:
+            self._flat = None
+            return None, {}
+        sizes = [math.prod(shape) for _, shape, _, _ in layout]
+        flat = xp.empty((sum(sizes),), dtype=next(iter(params.values())).dtype)
+        views, start = {}, 0
+        for (name, shape, _, _), n in zip(layout, sizes):
+            views[name] = xp.reshape(flat[start : start + n], shape)
+            start += n
+        self._flat = (layout, flat, views)
+        return flat, views
 
     def _buffer(self, role: str, key: str, like: Any, kernels: Any) -> Any:
         """A buffer shaped like ``like`` for ``role`` of ``key``, made once (None where the
@@ -126,7 +147,7 @@ class Optimizer:
             return arrays
         out = []
         for a in arrays:
-            info = np.finfo(str(a.dtype))
+            info = np.finfo(a.dtype)
             out.append(kernels.flush_tiny(a, float(info.tiny) * 2.0**_FLUSH_MARGIN))
         return out
 
@@ -141,7 +162,7 @@ class Optimizer:
                 f"optimiser state is for {data.get('type')!r}, not {type(self).__name__}"
             )
         self.state = dict(data["state"])
-        self._scratch = {}
+        self._scratch, self._flat = {}, None
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -179,6 +200,7 @@ class SGD(Optimizer):
 
     def stage(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> Staged:
         step = self.state.get("step", 0) + 1
+        flat, views = self._param_buffers(params, kernels)
         new_params, new_state, velocities = {}, {}, []
         for name, p in params.items():
             g = grads[name]
@@ -200,12 +222,13 @@ class SGD(Optimizer):
                     direction = kernels.axpy(
                         self.momentum, v_new, g, self._buffer("nesterov", name, g, kernels)
                     )
-            new_params[name] = kernels.axpy(-self.lr, direction, p, self._buffer("p", name, p, kernels))
+            new_params[name] = kernels.axpy(-self.lr, direction, p, views.get(name))
         if velocities:
             flushed = self._flush(kernels, self.momentum, step, [new_state[k] for k in velocities])
             new_state.update(zip(velocities, flushed))
         arrays = list(new_params.values())
-        return Staged(new_params, new_state, step, self._probe(kernels, arrays), arrays)
+        probe = self._probe(kernels, [flat] if flat is not None else arrays)
+        return Staged(new_params, new_state, step, probe, arrays)
 
 
 class Adam(Optimizer):
@@ -245,6 +268,7 @@ class Adam(Optimizer):
         step = self.state.get("step", 0) + 1
         lr_m = self.lr / (1 - b1**step)  # the bias corrections, as PyTorch's Adam folds them
         root_v = math.sqrt(1 - b2**step)
+        flat, views = self._param_buffers(params, kernels)
         new_params, new_state, moments = {}, {}, []
         for name, p in params.items():
             g = grads[name]
@@ -264,13 +288,15 @@ class Adam(Optimizer):
                     -self.lr * self.weight_decay, p, p, self._buffer("decayed", name, p, kernels)
                 )
             new_params[name] = kernels.adam_step(
-                base, m_new, v_new, lr_m, root_v, self.eps, self._buffer("p", name, p, kernels)
+                base, m_new, v_new, lr_m, root_v, self.eps, views.get(name)
             )
         m_keys, v_keys = moments[0::2], moments[1::2]
         new_state.update(zip(m_keys, self._flush(kernels, b1, step, [new_state[k] for k in m_keys])))
         new_state.update(zip(v_keys, self._flush(kernels, b2, step, [new_state[k] for k in v_keys])))
-        arrays = list(new_params.values()) + [new_state[k] for k in v_keys]
-        return Staged(new_params, new_state, step, self._probe(kernels, arrays), arrays)
+        v_arrays = [new_state[k] for k in v_keys]
+        arrays = list(new_params.values()) + v_arrays
+        probe = self._probe(kernels, ([flat] if flat is not None else list(new_params.values())) + v_arrays)
+        return Staged(new_params, new_state, step, probe, arrays)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -122,6 +122,11 @@ class Program:
         # Looked up every step: computed once here, not by a walk over every node each time.
         self._names = {k: tuple(compiled.of_kind(k)) for k in ("param", "input", "target")}
         self._feedable = frozenset(self._names["input"] + self._names["target"])
+        self._float_dtype = self.xp.empty((0,), dtype=self._float).dtype
+        self._param_shapes = [(p, compiled.nodes[p].shape) for p in self._names["param"]]
+        self._feed_specs = {
+            n: (compiled.nodes[n].shape, compiled.nodes[n].dtype == "int64") for n in self._feedable
+        }
 
     # ------------------------------------------------------------------ names
     @property
@@ -173,6 +178,9 @@ class Program:
         names a bad entry."""
         if type(params) is _CheckedParams and params.program is self:
             return params  # what this method returned, passed on within one call
+        fast = self._checked_as_is(params)
+        if fast is not None:
+            return fast
         if not isinstance(params, Mapping):
             raise FeedError(f"params must be a dict name -> array, got {type(params).__name__}")
         names = self._names["param"]
@@ -197,6 +205,20 @@ class Program:
                     f"param {name!r} has shape {tuple(np.shape(value))}, expected {shape}"
                 )
             out[name] = self._to_backend(value, self.dtype, f"param {name!r}")
+        return _CheckedParams(self, out)
+
+    def _checked_as_is(self, params: Any) -> _CheckedParams | None:
+        """The common case at training speed: a dict of exactly the parameters, each already a
+        backend array of the right dtype and shape (None: anything else; the full check then
+        says what is wrong, or converts)."""
+        if type(params) is not dict or len(params) != len(self._param_shapes):
+            return None
+        native, dtype, out = self.backend.is_native, self._float_dtype, {}
+        for name, shape in self._param_shapes:
+            value = params.get(name)
+            if value is None or not native(value) or value.dtype != dtype or value.shape != shape:
+                return None
+            out[name] = value
         return _CheckedParams(self, out)
 
     def _to_backend(self, value: Any, dtype: str, what: str) -> Any:
@@ -224,23 +246,29 @@ class Program:
                     f"unknown feed key {key!r}{hint}; the graph's inputs and targets "
                     f"are {', '.join(sorted(feedable))}"
                 )
-        missing = sorted(n for n in needed & feedable if n not in batch)
-        if missing:
-            raise FeedError(f"the batch is missing {', '.join(map(repr, missing))}")
+        if not needed <= batch.keys():
+            missing = sorted(n for n in needed & feedable if n not in batch)
+            if missing:
+                raise FeedError(f"the batch is missing {', '.join(map(repr, missing))}")
         out, size = {}, None
         for key in sorted(batch):
-            spec = self.compiled.nodes[key]
+            per_example, is_label = self._feed_specs[key]
             value = batch[key]
-            shape = tuple(getattr(value, "shape", np.shape(value)))
-            if len(shape) != len(spec.shape) + 1 or shape[1:] != spec.shape:
-                raise FeedError(f"feed {key!r} has shape {shape}, expected (batch,) + {spec.shape}")
+            shape = getattr(value, "shape", None)
+            shape = tuple(np.shape(value)) if shape is None else tuple(shape)
+            if len(shape) != len(per_example) + 1 or shape[1:] != per_example:
+                raise FeedError(
+                    f"feed {key!r} has shape {shape}, expected (batch,) + {per_example}"
+                )
             if shape[0] == 0:
                 raise FeedError(f"feed {key!r} is an empty batch")
             if size is not None and shape[0] != size:
                 raise FeedError(f"feed {key!r} has batch size {shape[0]} but others have {size}")
             size = shape[0]
-            if spec.dtype == "int64":
+            if is_label:
                 out[key] = self._labels(key, value)
+            elif self.backend.is_native(value) and value.dtype == self._float_dtype:
+                out[key] = value
             else:
                 out[key] = self._to_backend(value, self.dtype, f"feed {key!r}")
         return out, int(size or 0)
@@ -256,8 +284,10 @@ class Program:
         host = np.asarray(value)
         if host.dtype.kind not in "iu":
             raise FeedError(f"feed {key!r} must hold integers (class indices), got {host.dtype}")
+        host = host.astype(np.int64, copy=False)
         classes = self.compiled.label_classes.get(key)
-        if classes is not None and host.size and (host.min() < 0 or host.max() >= classes):
+        # One reduction: read as unsigned, a negative label is larger than any class count.
+        if classes is not None and host.size and int(host.view(np.uint64).max()) >= classes:
             raise FeedError(
                 f"feed {key!r} holds labels in [{host.min()}, {host.max()}], outside "
                 f"the {classes} classes [0, {classes - 1}]"
@@ -282,6 +312,19 @@ class Program:
             outputs += [("x", n) for n in _targets_of(schedule)]
             found = lower(schedule, self.xp, self.backend.kernels, self._float, outputs, keep)
             found.needed = _leaves_read(found)  # type: ignore[attr-defined]
+            # What a run fills in before the kernels: constants once (a template copied per
+            # run), parameters and feeds by slot.
+            kinds = {n: c.nodes[n].kind for n in found.leaves.values()}
+            found.template = [None] * found.nslots  # type: ignore[attr-defined]
+            for slot, name in found.leaves.items():
+                if kinds[name] == "const":
+                    found.template[slot] = self._consts[name]  # type: ignore[attr-defined]
+            found.param_slots = [  # type: ignore[attr-defined]
+                (slot, n) for slot, n in found.leaves.items() if kinds[n] == "param"
+            ]
+            found.feed_slots = [  # type: ignore[attr-defined]
+                (slot, n) for slot, n in found.leaves.items() if kinds[n] in ("input", "target")
+            ]
             self._programs[key] = found
         return found
 
@@ -304,13 +347,11 @@ class Program:
         if size == 0:
             raise FeedError("the batch feeds no input, so its size is unknown")
         checked = self.check_params(params)
-        slots: list = [None] * lowered.nslots
-        consts = self._consts
-        for slot, name in lowered.leaves.items():
-            value = feeds.get(name)
-            if value is None:
-                value = checked.get(name) if name in checked else consts.get(name)
-            slots[slot] = value
+        slots = lowered.template.copy()  # type: ignore[attr-defined]  (constants filled in)
+        for slot, name in lowered.param_slots:  # type: ignore[attr-defined]
+            slots[slot] = checked[name]
+        for slot, name in lowered.feed_slots:  # type: ignore[attr-defined]
+            slots[slot] = feeds.get(name)
         times = None
         if timed:
             times = lowered.run_timed(slots, size, self.backend.synchronize)
@@ -438,7 +479,7 @@ class Program:
         with np.errstate(all="ignore"):
             run = self.run(schedule, current, batch)
             grads = run.grads()
-            loss = xp.mean(run.loss)
+            loss = xp.sum(run.loss) / run.batch_size
             staged = optimizer.stage(current, grads, kernels)
             # One sum of squares per staged array (BLAS): a NaN or inf anywhere makes the total
             # non-finite.  Huge finite values can overflow it too; the scan below then finds

@@ -64,6 +64,51 @@ def test_vjp_matches_finite_differences(name: str, index: int, example: Example)
         assert abs(an - fd) <= 1e-6 * max(abs(fd), abs(an), 1e-6), f"operand {i}: {an} vs {fd}"
 
 
+SAVING = [(n, i, ex) for n, i, ex in CASES if OPS[n].saves is not None]
+MULTI = [(n, i, ex) for n, i, ex in CASES if OPS[n].vjps is not None]
+
+
+def test_the_ops_that_keep_a_residual_or_pull_back_together_are_those_of_the_issue() -> None:
+    saving = {n for n, _, _ in SAVING}
+    assert {"conv2d", "max_pool2d", "softmax_cross_entropy", "layer_norm"} <= saving
+    assert {"batch_norm", "gelu"} <= saving and "conv2d" in {n for n, _, _ in MULTI}
+
+
+@pytest.mark.parametrize("name,index,example", SAVING, ids=[f"{n}-{i}" for n, i, _ in SAVING])
+def test_a_vjp_reusing_the_forwards_residual_equals_the_one_recomputing_it(
+    name: str, index: int, example: Example
+) -> None:
+    op = OPS[name]
+    rng = np.random.default_rng(index)
+    node, xs, dtypes = _operands(op, example, rng)
+    kw = op.lowered(node["attrs"], 1 if node["batched"] else 0)
+    out, saved = op.evaluate(np, xs, kw)
+    assert np.array_equal(out, op.forward(np, xs, **kw))  # forward is the saving forward's out
+    g = rng.standard_normal(out.shape)
+    for i, d in enumerate(dtypes):
+        if d == "int64":
+            continue
+        reused = op.pullback(np, (i,), g, out, xs, saved, kw)[0]
+        fresh = op.pullback(np, (i,), g, out, xs, None, kw)[0]
+        np.testing.assert_allclose(reused, fresh, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name,index,example", MULTI, ids=[f"{n}-{i}" for n, i, _ in MULTI])
+def test_several_cotangents_in_one_call_equal_one_call_each(
+    name: str, index: int, example: Example
+) -> None:
+    op = OPS[name]
+    rng = np.random.default_rng(index)
+    node, xs, dtypes = _operands(op, example, rng)
+    kw = op.lowered(node["attrs"], 1 if node["batched"] else 0)
+    out, saved = op.evaluate(np, xs, kw)
+    g = rng.standard_normal(out.shape)
+    argnums = tuple(i for i, d in enumerate(dtypes) if d != "int64")
+    together = op.pullback(np, argnums, g, out, xs, saved, kw)
+    for i, cot in zip(argnums, together):
+        np.testing.assert_allclose(cot, op.vjp(np, i, g, out, xs, **kw), rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("name,index,example", CASES, ids=[f"{n}-{i}" for n, i, _ in CASES])
 def test_float32_operands_give_float32_values_and_cotangents(
     name: str, index: int, example: Example
