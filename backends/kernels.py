@@ -86,7 +86,12 @@ class InPlaceKernels(Kernels):
     def relax(self, x: Any, s: Any | None, e: Any | None, rate: float, out: Any = None) -> Any:
         xp = self.xp
         if out is None:
-            return super().relax(x, s, e, rate)
+            if s is None or e is None:
+                return super().relax(x, s, e, rate)
+            out = s - e  # the one fresh array; the rest in place
+            out *= rate
+            out += x
+            return out
         if s is None:
             xp.multiply(e, -rate, out=out)
         elif e is None:

@@ -258,6 +258,12 @@ def _lower_eval(lw: Lowerer, steps: list) -> Instr:
     if op.saves is None:
         fwd = op.forward
         out = lw.write(step.into, step.node)
+        if not kw:
+
+            def run_eval_plain(slots: list, batch: int) -> None:
+                slots[out] = fwd(xp, [slots[i] for i in ins])
+
+            return lw.instr(run_eval_plain)
 
         def run_eval(slots: list, batch: int) -> None:
             slots[out] = fwd(xp, [slots[i] for i in ins], **kw)
@@ -289,6 +295,19 @@ def _lower_vjp(lw: Lowerer, steps: list) -> Instr:
             res = lw.read(saved(out_store), first.node)
     argnums = tuple(s.argnum for s in steps)
     targets = [lw.update(s.into, s.operand) for s in steps]
+    if len(steps) == 1:  # the common case, without the general path's indirections
+        return lw.instr(_single_vjp(xp, op, kw, argnums[0], ins, src, out, res, targets[0]))
+    if op.vjps is None and op.saves is None:  # one rule call per operand, no residual
+        vjp, pairs = op.vjp, list(zip(argnums, targets))
+
+        def run_vjps(slots: list, batch: int) -> None:
+            g, o, xs = slots[src], slots[out], [slots[k] for k in ins]
+            for i, t in pairs:
+                c = vjp(xp, i, g, o, xs, **kw)
+                prev = slots[t]
+                slots[t] = c if prev is None else prev + c
+
+        return lw.instr(run_vjps, len(steps))
     pullback = op.pullback
 
     def run_vjp(slots: list, batch: int) -> None:
@@ -306,6 +325,39 @@ def _lower_vjp(lw: Lowerer, steps: list) -> Instr:
             slots[t] = c if prev is None else prev + c
 
     return lw.instr(run_vjp, len(steps))
+
+
+def _single_vjp(
+    xp: Any, op: Any, kw: dict, i: int, ins: list, src: int, out: int, res: int | None, t: int
+) -> Kernel:
+    vjp = op.vjp
+    if res is not None:
+        kw = {**kw, "saved": None}
+
+        def run_vjp_saved(slots: list, batch: int) -> None:
+            kw["saved"] = slots[res]
+            c = vjp(xp, i, slots[src], slots[out], [slots[k] for k in ins], **kw)
+            prev = slots[t]
+            slots[t] = c if prev is None else prev + c
+
+        return run_vjp_saved
+    if op.saves is not None:
+        kw = {**kw, "saved": None}
+    if kw:
+
+        def run_vjp_kw(slots: list, batch: int) -> None:
+            c = vjp(xp, i, slots[src], slots[out], [slots[k] for k in ins], **kw)
+            prev = slots[t]
+            slots[t] = c if prev is None else prev + c
+
+        return run_vjp_kw
+
+    def run_vjp_plain(slots: list, batch: int) -> None:
+        c = vjp(xp, i, slots[src], slots[out], [slots[k] for k in ins])
+        prev = slots[t]
+        slots[t] = c if prev is None else prev + c
+
+    return run_vjp_plain
 
 
 def _lower_seed(lw: Lowerer, steps: list) -> Instr:
