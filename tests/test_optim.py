@@ -120,3 +120,84 @@ def test_huge_but_finite_gradients_are_applied_not_refused() -> None:
         warnings.simplefilter("error")  # the check's own overflow is no concern of the user's
         prog.train_step(params, batch, optimizer=pc.optim.SGD(lr=1e-42))
     assert np.all(np.isfinite(params["W"])) and not np.all(params["W"] == np.float32(1e-21))
+
+
+def _dying_weight(dtype: str):  # noqa: ANN202
+    """A linear model whose second weight gets gradients on batch ``a`` and exactly none on
+    batch ``b`` (its input is 0 there), as a dead ReLU unit's weights do."""
+    g = pc.Graph("decay")
+    pred = g.input("x", (2,)) @ g.param("W", (2, 1))
+    g.set_loss(pc.mse(pred, g.target("y", (1,))))
+    prog = pc.compile(g, dtype=dtype)
+    y = np.ones((4, 1), dtype=dtype)
+    a = {"x": np.array([[1.0, 1.0]] * 4, dtype=dtype), "y": y}
+    b = {"x": np.array([[1.0, 0.0]] * 4, dtype=dtype), "y": y}
+    return prog, {"W": np.array([[0.2], [0.3]], dtype=dtype)}, a, b
+
+
+@pytest.mark.parametrize("make", [lambda: pc.optim.SGD(lr=0.1, momentum=0.9), pc.optim.Adam])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_decaying_optimiser_state_never_turns_subnormal(make, dtype: str) -> None:  # noqa: ANN001
+    # Once W[1]'s gradient is exactly 0, its momentum (Adam: first moment) decays
+    # geometrically: without the flush it sinks through the subnormal range, where every CPU
+    # operation on it is 10-100x slower (the executor issue saw a step grow from 1.5 to 12 ms).
+    prog, params, a, b = _dying_weight(dtype)
+    opt = make()
+    for _ in range(20):
+        prog.train_step(params, a, optimizer=opt)
+    tiny = np.finfo(dtype).tiny
+    decayed = False
+    for _ in range(1500 if dtype == "float32" else 8000):
+        prog.train_step(params, b, optimizer=opt)
+        for key, value in opt.state.items():
+            if key != "step":
+                v = np.asarray(value)[1]
+                assert not np.any((v != 0) & (np.abs(v) < tiny)), f"{key} holds subnormals"
+                decayed = decayed or bool(np.all(v == 0))
+    assert decayed  # the decaying state did reach zero: the check above was exercised
+
+
+def test_the_flush_period_is_short_enough_for_any_decay() -> None:
+    # Between two flushes a value must not fall from the threshold (tiny * 2**20) to tiny.
+    assert pc.optim.flush_period(0.0) == 1  # no decay to speak of: the state is g itself
+    for decay in (0.1, 0.5, 0.9, 0.99, 0.999):
+        period = pc.optim.flush_period(decay)
+        assert period >= 1
+        assert decay**period > 2.0**-20
+
+
+def test_an_update_that_overflows_is_refused_and_applies_nothing() -> None:
+    prog, params, batch = setup()
+    prog32 = pc.compile(mlp(), dtype="float32")
+    params32 = {k: v.astype(np.float32) for k, v in params.items()}
+    before = {k: v.copy() for k, v in params32.items()}
+    opt = pc.optim.SGD(lr=1e39, momentum=0.9)  # finite as a Python float, not in float32
+    with pytest.raises(pc.NumericalError, match="new value of param"):
+        prog32.train_step(params32, batch, optimizer=opt)
+    assert all(np.array_equal(params32[k], before[k]) for k in params32)
+    assert opt.state == {"step": 0}  # no velocity adopted either
+
+
+def test_adam_refuses_a_second_moment_that_overflows() -> None:
+    # g * g overflows float32 for |g| > 1.8e19 while g itself is finite: the step would
+    # leave v = inf (and the parameter stuck) without a word.
+    g = pc.Graph("huge")
+    pred = g.input("x", (2,)) @ g.param("W", (2, 1))
+    g.set_loss(pc.mse(pred, g.target("y", (1,))))
+    prog = pc.compile(g, dtype="float32")
+    params = {"W": np.ones((2, 1), dtype=np.float32)}
+    batch = {"x": np.full((3, 2), 1e15, dtype=np.float32), "y": np.ones((3, 1), dtype=np.float32)}
+    opt = pc.optim.Adam(lr=1e-3)
+    with pytest.raises(pc.NumericalError, match="optimiser's state 'v/W'"):
+        prog.train_step(params, batch, optimizer=opt)
+    assert np.array_equal(params["W"], np.ones((2, 1), dtype=np.float32))
+    assert opt.state == {"step": 0}
+
+
+def test_parameters_keep_their_arrays_across_steps() -> None:
+    # The update is written into the parameter arrays: a reference taken before a step sees
+    # the new values, as with PyTorch's in-place optimisers.
+    prog, params, batch = setup()
+    held = params["W0"]
+    prog.train_step(params, batch, optimizer=pc.optim.SGD(lr=0.1, momentum=0.9))
+    assert params["W0"] is held
