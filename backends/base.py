@@ -20,6 +20,8 @@ class Backend(Protocol):
     name: str
     xp: Any  # the array namespace the op rules are written against
     kernels: Any  # array-level kernels (``backends/kernels.py``): fused where the backend can
+    # Optional: ``lowerings``, step kind -> lowering, to replace the executor's own lowering of
+    # a step kind (``pcgraph.execute.LOWERINGS``) on this backend.
 
     def asarray(self, x: Any, dtype: str) -> Any:
         """``x`` (NumPy, list, scalar or native array) as a native array of ``dtype`` name."""

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 import numpy as np
-from pcgraph.backends.kernels import InPlaceKernels
+from pcgraph.backends.kernels import FusedKernels
 from pcgraph.backends.namespace import array_namespace
 
 from pcgraph.errors import BackendError
@@ -70,7 +70,7 @@ class CupyBackend:
     def __init__(self) -> None:
         self.cupy = _import_cupy()
         self.xp = array_namespace(self.cupy)
-        self.kernels = InPlaceKernels(self.xp)
+        self.kernels = FusedKernels(self.xp, self.cupy)
 
     def asarray(self, x: Any, dtype: str) -> Any:
         """``x`` on the GPU as ``dtype``: one host-to-device copy for host data, none when it is

@@ -224,6 +224,7 @@ def render(
     epochs: dict,
     extra: dict[str, str],
     header: dict[str, str],
+    profiles: list[str] = (),  # type: ignore[assignment]
 ) -> str:
     lines = ["# pcgraph benchmarks", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()] + [""]
@@ -290,6 +291,18 @@ def render(
                     f"{len(rows)} |"
                 )
         lines.append("")
+    if profiles:
+        lines += [
+            "## Where a step's time goes",
+            "",
+            "`Program.profile` alternating with timed training steps in one process per "
+            'network (medians, float32), summed per op; "outside the schedule" is the rest '
+            "of `train_step` (checks, the loss, the optimiser's staged update); ops of 1% and "
+            "more:",
+            "",
+            *profiles,
+            "",
+        ]
     lines += ["## Other measurements", ""] + [f"- {k}: {v}" for k, v in extra.items()]
     if results.failures:
         lines += ["", "## Contenders that failed to run", ""]
@@ -321,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     ap.add_argument("--epoch-rounds", type=int, default=5, help="rounds of the MNIST epoch rows")
     ap.add_argument("--no-epoch", action="store_true", help="leave out the MNIST epoch rows")
+    ap.add_argument("--no-profile", action="store_true", help="leave out the per-op profiles")
     ap.add_argument("--flat", type=int, default=5000, help="steps of the long-run row (0: none)")
     args = ap.parse_args(argv)
     rounds = 1 if args.smoke else max(args.rounds, 5)
@@ -343,6 +357,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{net.name}:", file=sys.stderr)
         applicable = [c for c in names if CONTENDERS[c].applies(net)]
         bench_network(net, applicable, rounds, args, results)
+    profiles: list[str] = []
+    if args.device == "cpu" and not args.no_profile:
+        for net in chosen:
+            for algo in ("bp", "il") if net.is_mlp else ("bp",):
+                if algo not in names:
+                    continue
+                flags = ["--smoke"] if args.smoke else []
+                try:
+                    res = spawn("benchmarks.worker", [net.name, "--profile", algo, *flags])
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    results.failures.append(f"{net.name}, profile of {algo}: {e}")
+                    continue
+                step = res["step_ms"]
+                shares = ", ".join(
+                    f"{op} {ms:.2f} ({ms / step:.0%})"
+                    for op, ms in res["per_op_ms"].items()
+                    if ms / step >= 0.01
+                )
+                profiles.append(f"- {net.name}, {algo}: step {step:.2f} ms: {shares}")
     extra: dict[str, str] = {}
     if missing:
         extra["not installed here"] = "; ".join(f"{k} ({v})" for k, v in missing.items())
@@ -410,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(at least 10), median ms per step; {rounds} rounds, contenders in a fixed order "
         "within each round",
     }
-    text = render(results, chosen, epochs, extra, header)
+    text = render(results, chosen, epochs, extra, header, profiles)
     Path(args.out).write_text(text)
     print(text)
     return 0

@@ -104,6 +104,51 @@ def run_flat(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_profile(args: argparse.Namespace) -> dict[str, Any]:
+    """Where a training step of ``args.profile`` spends its time: ``Program.profile`` runs
+    alternating with timed ``train_step`` calls (medians), summed per op; what the schedule's
+    kernels do not account for is "outside the schedule" (checks, loss, optimiser)."""
+    import pcgraph as pc
+    from benchmarks.contenders import LR, PC_OPTIONS
+    from benchmarks.networks import batches, find
+    from benchmarks.timing import time_steps
+
+    net = find(args.network, args.smoke)
+    g = net.build()
+    prog = pc.compile(g, dtype="float32")
+    params = prog.init_params(0)
+    feeds = batches(net, g)
+    algorithm = args.profile
+    options = dict(PC_OPTIONS[algorithm])
+    if algorithm == "il-prox":
+        options["alpha"] = LR
+    opt = pc.optim.SGD(lr=LR)
+    rounds = 3 if args.smoke else 15
+    runs, steps = [], []
+    for r in range(rounds):
+        runs.append(prog.profile(params, feeds[r % len(feeds)], algorithm, repeats=1, **options))
+        steps += time_steps(
+            lambda i: prog.train_step(
+                params, feeds[i % len(feeds)], algorithm, optimizer=opt, **options
+            ),
+            warmup=1,
+            min_steps=3,
+            seconds=0.0,
+        )
+    per_op: dict[str, float] = {}
+    for i, (_, step, _) in enumerate(runs[0]):
+        op = getattr(step, "op", type(step).__name__)
+        per_op[op] = per_op.get(op, 0.0) + statistics.median(run[i][2] for run in runs)
+    step_s = statistics.median(steps)
+    per_op["outside the schedule"] = max(step_s - sum(per_op.values()), 0.0)
+    return {
+        "network": net.name,
+        "contender": f"profile {algorithm}",
+        "step_ms": step_s * 1e3,
+        "per_op_ms": {k: v * 1e3 for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])},
+    }
+
+
 def run_compile(nodes: int) -> dict[str, Any]:
     """Seconds to compile a chain of about ``nodes`` nodes and emit its bp and zil schedules."""
     import pcgraph as pc
@@ -132,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flat", type=int, default=0, metavar="STEPS", help="the long-run check")
     ap.add_argument("--flat-lr", type=float, default=0.05, help="its learning rate")
     ap.add_argument("--compile", type=int, default=0, metavar="NODES", help="time a compile")
+    ap.add_argument("--profile", default="", metavar="ALGO", help="per-op profile of a step")
     args = ap.parse_args(argv)
     if args.compile:
         result = run_compile(args.compile)
+    elif args.profile:
+        result = run_profile(args)
     elif args.flat:
         result = run_flat(args)
     else:

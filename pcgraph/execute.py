@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,6 +166,7 @@ class Lowerer:
         self.step = 0  # index of the executed step being lowered
         self.force: dict[int, bool] = {}  # step -> residual decision forced (loops)
         self.decided: dict[int, bool] = {}
+        self.overrides: dict[type, Lowering] = {}  # the backend's own lowerings
 
     # slots
     def read(self, store: str, node: str) -> int:
@@ -512,7 +513,7 @@ def _groups(steps: list) -> Iterable[list]:
 def _lower_steps(lw: Lowerer, steps: list, first: int) -> list[Instr]:
     out, index = [], first
     for group in _groups(steps):
-        lowering = LOWERINGS.get(type(group[0]))
+        lowering = lw.overrides.get(type(group[0])) or LOWERINGS.get(type(group[0]))
         if lowering is None:
             raise TypeError(f"the executor cannot run step {group[0]!r}: no lowering registered")
         lw.step = index
@@ -532,14 +533,17 @@ def lower(
     dtype: Any,
     outputs: Iterable[tuple[str, str]] = (),
     keep: bool = False,
+    overrides: Mapping[type, Lowering] | None = None,
 ) -> Lowered:
     """``schedule`` (on the graph it carries) as a ``Lowered`` program.  ``outputs`` are the
     (store, node) entries a caller reads after the run; every other slot is dropped after its
-    last use unless ``keep``."""
+    last use unless ``keep``.  ``overrides`` (a backend's ``lowerings``) take precedence over
+    ``LOWERINGS`` for the step kinds they name."""
     c = schedule.compiled
     if c is None:
         raise TypeError(f"schedule {schedule.algorithm!r} carries no graph to lower it for")
     lw = Lowerer(xp, kernels, c, dtype)
+    lw.overrides = dict(overrides or {})
     leaves = {}
     for name, spec in c.nodes.items():
         if spec.op is None:

@@ -310,7 +310,15 @@ class Program:
             outputs = [(schedule.grads_from, p) for p in self._names["param"]]
             outputs += [(schedule.loss_from, c.loss)] if c.loss in c.nodes else []
             outputs += [("x", n) for n in _targets_of(schedule)]
-            found = lower(schedule, self.xp, self.backend.kernels, self._float, outputs, keep)
+            found = lower(
+                schedule,
+                self.xp,
+                self.backend.kernels,
+                self._float,
+                outputs,
+                keep,
+                getattr(self.backend, "lowerings", None),
+            )
             found.needed = _leaves_read(found)  # type: ignore[attr-defined]
             # What a run fills in before the kernels: constants once (a template copied per
             # run), parameters and feeds by slot.

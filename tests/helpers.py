@@ -156,3 +156,44 @@ def batch_for(g: pc.Graph, B: int = 4, seed: int = 0, classes: int = 3) -> dict:
         else:
             out[name] = rng.standard_normal((B,) + node.shape)
     return out
+
+
+# ------------------------------------------------------------------ a CPU stand-in for CuPy's kernels
+class FakeElementwiseKernel:
+    """Stands in for ``cupy.ElementwiseKernel`` on the CPU: the same calling convention (inputs,
+    then optional outputs), the arithmetic of each kernel by name.  It checks FusedKernels'
+    plumbing (argument order, outputs); the CUDA snippets themselves run on a GPU only."""
+
+    RULES = {
+        "pc_relax": lambda x, s, e, rate: (x + rate * (s - e),),
+        "pc_axpy": lambda a, x, y: (a * x + y,),
+        "pc_velocity": lambda v, g, m: (m * v + g,),
+        "pc_adam_moments": lambda m, v, g, b1, b2: (
+            b1 * m + (1 - b1) * g,
+            b2 * v + (1 - b2) * (g * g),
+        ),
+        "pc_adam_step": lambda p, m, v, lr_m, root_c2, eps: (
+            p - lr_m * m / (np.sqrt(v) / root_c2 + eps),
+        ),
+        "pc_flush": lambda a, below: (np.where(np.abs(a) < below, 0, a).astype(a.dtype),),
+    }
+
+    def __init__(self, in_params: str, out_params: str, operation: str, name: str) -> None:
+        self.n_in, self.n_out = len(in_params.split(",")), len(out_params.split(","))
+        self.rule = self.RULES[name]
+
+    def __call__(self, *args: object) -> object:
+        ins, outs = args[: self.n_in], args[self.n_in :]
+        assert len(outs) in (0, self.n_out), "outputs are all given or none"
+        values = [np.asarray(v, dtype=ins[0].dtype) for v in self.rule(*ins)]
+        if outs:
+            for o, v in zip(outs, values):
+                o[...] = v
+            values = list(outs)
+        return values[0] if self.n_out == 1 else tuple(values)
+
+
+class FakeCupyKernels:
+    """What ``FusedKernels`` takes from CuPy, on the CPU."""
+
+    ElementwiseKernel = FakeElementwiseKernel

@@ -201,3 +201,34 @@ def test_lowering_refuses_a_schedule_that_carries_no_graph() -> None:
     bare = dataclasses.replace(prog.schedule("bp"), compiled=None)
     with pytest.raises(TypeError, match="carries no graph"):
         lower(bare, prog.xp, prog.backend.kernels, prog._float)
+
+
+def test_a_backend_may_replace_the_lowering_of_a_step_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pcgraph.schedule import Update
+
+    calls = []
+    core = LOWERINGS[Update]
+
+    def counting(lw, steps):  # noqa: ANN001, ANN202
+        instr = core(lw, steps)
+        run = instr.run
+
+        def counted(slots: list, batch: int) -> None:
+            calls.append(steps[0].node)
+            run(slots, batch)
+
+        instr.run = counted
+        return instr
+
+    g = residual()
+    prog = pc.compile(g, dtype="float64")
+    params, batch = prog.init_params(0), batch_for(g)
+    expected = prog.grads(params, batch, "il", steps=3)
+    monkeypatch.setattr(prog.backend, "lowerings", {Update: counting}, raising=False)
+    other = pc.compile(g, dtype="float64")  # lowers anew, with the backend's lowering
+    got = other.grads(params, batch, "il", steps=3)
+    per_step = [s for s in other.schedule("il", steps=3).section("inference t=0").steps]
+    updates = [s.node for s in per_step if isinstance(s, Update)]
+    assert calls == updates * 3  # the backend's lowering ran every update of the 3 steps
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
