@@ -59,12 +59,17 @@ class Kernels:
         """``(b1 m + (1 - b1) g, b2 v + (1 - b2) g^2)``."""
         return b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * (g * g)
 
-    def adam_step(
-        self, p: Any, m: Any, v: Any, lr_m: float, root_c2: float, eps: float, out: Any = None
+    def adam_delta(
+        self, m: Any, v: Any, lr_m: float, root_c2: float, eps: float, out: Any = None
     ) -> Any:
-        """``p - lr_m * m / (sqrt(v) / root_c2 + eps)``: Adam's step with its bias corrections
+        """``-lr_m * m / (sqrt(v) / root_c2 + eps)``: Adam's step with its bias corrections
         folded in as PyTorch does (``lr_m = lr / (1 - b1^t)``, ``root_c2 = sqrt(1 - b2^t)``)."""
-        return p - lr_m * m / (self.xp.sqrt(v) / root_c2 + eps)
+        return (m / (self.xp.sqrt(v) / root_c2 + eps)) * -lr_m
+
+    def add_into(self, dst: Any, delta: Any) -> Any:
+        """``dst += delta``, in place; returns ``dst``."""
+        dst[...] = dst + delta
+        return dst
 
     def flush_tiny(self, a: Any, below: float) -> Any:
         """``a`` with entries of magnitude below ``below`` set to zero (on the CPU, arithmetic
@@ -136,24 +141,26 @@ class InPlaceKernels(Kernels):
         v_new += b2 * v
         return m_new, v_new
 
-    def adam_step(
-        self, p: Any, m: Any, v: Any, lr_m: float, root_c2: float, eps: float, out: Any = None
+    def adam_delta(
+        self, m: Any, v: Any, lr_m: float, root_c2: float, eps: float, out: Any = None
     ) -> Any:
         if out is None:
-            return super().adam_step(p, m, v, lr_m, root_c2, eps)
+            return super().adam_delta(m, v, lr_m, root_c2, eps)
         xp = self.xp
         xp.sqrt(v, out=out)
         out /= root_c2
         out += eps
         xp.divide(m, out, out=out)
         out *= -lr_m
-        return xp.add(out, p, out=out)
+        return out
+
+    def add_into(self, dst: Any, delta: Any) -> Any:
+        return self.xp.add(dst, delta, out=dst)
 
     def flush_tiny(self, a: Any, below: float) -> Any:
         tiny = self.xp.abs(a) < below
         a[tiny] = 0
         return a
-
 
 
 class FusedKernels(InPlaceKernels):
@@ -174,10 +181,10 @@ class FusedKernels(InPlaceKernels):
             "pc_adam_moments",
         )
         self._adam = ek(
-            "T p, T m, T v, T lr_m, T root_c2, T eps",
+            "T m, T v, T lr_m, T root_c2, T eps",
             "T out",
-            "out = p - lr_m * m / (sqrt(v) / root_c2 + eps)",
-            "pc_adam_step",
+            "out = (m / (sqrt(v) / root_c2 + eps)) * -lr_m",
+            "pc_adam_delta",
         )
         self._flush = ek("T a, T below", "T out", "out = fabs(a) < below ? T(0) : a", "pc_flush")
 
@@ -205,11 +212,11 @@ class FusedKernels(InPlaceKernels):
         args = (m, v, g, self._scalar(g, b1), self._scalar(g, b2))
         return tuple(self._moments(*args) if out is None else self._moments(*args, *out))
 
-    def adam_step(
-        self, p: Any, m: Any, v: Any, lr_m: float, root_c2: float, eps: float, out: Any = None
+    def adam_delta(
+        self, m: Any, v: Any, lr_m: float, root_c2: float, eps: float, out: Any = None
     ) -> Any:
         s = self._scalar
-        return self._launch(self._adam, (p, m, v, s(p, lr_m), s(p, root_c2), s(p, eps)), out)
+        return self._launch(self._adam, (m, v, s(m, lr_m), s(m, root_c2), s(m, eps)), out)
 
     def flush_tiny(self, a: Any, below: float) -> Any:
         return self._flush(a, self._scalar(a, below), a)

@@ -36,12 +36,18 @@ def _mlp(sizes: tuple[int, ...], batch: int) -> Network:
     return Network(name, lambda: mlp(sizes=sizes, activation="relu"), batch, sizes)
 
 
-def networks(smoke: bool = False) -> list[Network]:
-    """The networks of the report (tiny versions with ``smoke``)."""
+def networks(smoke: bool = False, device: str = "cpu") -> list[Network]:
+    """The networks of the report (tiny versions with ``smoke``; on a GPU, batches of 256)."""
     from pcgraph import models
 
     if smoke:
         return [_mlp((32, 16, 10), 8), Network("lenet b4", lambda: models.lenet(), 4)]
+    if device == "gpu":
+        return [
+            _mlp((784, 256, 256, 10), 256),
+            Network("lenet 1x28x28 b256", lambda: models.lenet(), 256),
+            _mlp((784, 1024, 1024, 10), 1024),
+        ]
     return [
         _mlp((784, 256, 256, 10), 64),
         _mlp((784, 256, 256, 10), 256),
@@ -61,10 +67,11 @@ def networks(smoke: bool = False) -> list[Network]:
 
 def find(name: str, smoke: bool = False) -> Network:
     """The network called ``name`` (``networks``' names); ValueError lists them otherwise."""
-    for net in networks(smoke):
+    known = networks(smoke) + ([] if smoke else networks(device="gpu"))
+    for net in known:
         if net.name == name:
             return net
-    names = ", ".join(repr(n.name) for n in networks(smoke))
+    names = ", ".join(repr(n.name) for n in known)
     raise ValueError(f"no benchmark network {name!r}; the networks are {names}")
 
 

@@ -20,6 +20,10 @@ What an ``OpDef`` holds (``pcgraph/ops.py`` explains each field):
   batched arrays; use array-API names of ``xp`` only (``xp.exp``, ``xp.where``, ...), never
   ``numpy`` directly, so that the same rule runs on NumPy, CuPy and ``array_api_strict``;
   ``vjp`` returns the cotangent of operand ``argnum``, shaped like that operand;
+* optionally ``saves(xp, xs, **attrs) -> (out, saved)``, a forward that keeps what the VJP
+  would recompute (the VJP then takes ``saved=``, None meaning "recompute it"), and
+  ``vjps(xp, argnums, g, out, xs, **attrs)``, several cotangents in one call where they share
+  work (conv2d keeps its im2col matrix this way; swish needs neither);
 * ``defaults``, ``canon`` (attributes in canonical form, validated), ``attr_order``
   (attributes that may be passed positionally);
 * ``examples``: operand shapes (and attributes) on which the finite-difference check runs.

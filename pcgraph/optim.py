@@ -1,11 +1,14 @@
 """Optimisers: SGD (with momentum) and Adam, in two phases so a step applies everything or nothing.
 
-``stage(params, grads, kernels)`` computes the new parameters and state into buffers the
-optimiser owns (one fused pass per array where the backend's kernels allow it) and a
-finiteness probe over all of them; nothing the caller holds changes.  ``commit(staged)`` then
-writes the new parameters into the parameter arrays, in place, and adopts the new state.
-``Program.train_step`` commits only when the probe (or, if it overflowed, an exact scan) says
-every staged value is finite.
+``stage(params, grads, kernels)`` computes each parameter's step (the delta its value moves by)
+and the new state into buffers the optimiser owns, one fused pass per array where the backend's
+kernels allow it, and finiteness probes over them (sums of squares: one BLAS dot product for
+all the steps, which live in one flat buffer); nothing the caller holds changes.
+``commit(staged)`` then adds the steps to the parameter arrays, in place, and adopts the new
+state.  ``Program.train_step`` commits only when the probes, together with the parameters' own
+sum of squares, prove every new value finite: ``|p + delta| <= ||p|| + ||delta||``, so finite
+sums whose square roots add up to less than half the largest float leave no room for an
+overflow; otherwise an exact scan decides.
 
 Momentum and Adam's moments decay geometrically where gradients are zero (dead ReLU units),
 into subnormal floats, on which CPU arithmetic is 10-100x slower: every few steps the staged
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,14 +61,15 @@ def flush_period(decay: float) -> int:
 
 @dataclass
 class Staged:
-    """What a step would apply: new parameter values, new state, and a finiteness probe (a
-    0-d array: the sum of squares of every staged value, not finite if any is not)."""
+    """What a step would apply: each parameter's delta, the new state, and finiteness probes
+    (0-d arrays: ``probe`` the sum of squares of every delta, ``state_probe`` that of the state
+    entries a finite delta does not prove finite (Adam's second moment), or None)."""
 
-    params: dict[str, Any]
+    deltas: dict[str, Any]
     state: dict[str, Any]
     step: int
     probe: Any
-    arrays: list[Any] = field(default_factory=list)  # every staged array (for an exact scan)
+    state_probe: Any = None
 
 
 class Optimizer:
@@ -82,9 +86,9 @@ class Optimizer:
         raise NotImplementedError
 
     def commit(self, staged: Staged, params: Mapping[str, Any], kernels: Any) -> None:
-        """Write ``staged`` into the arrays of ``params`` (in place) and adopt its state."""
-        for name, new in staged.params.items():
-            kernels.copy_into(params[name], new)
+        """Add ``staged``'s deltas to the arrays of ``params`` (in place); adopt its state."""
+        for name, delta in staged.deltas.items():
+            kernels.add_into(params[name], delta)
         for key, new in staged.state.items():
             old = self.state.get(key)
             self.state[key] = new
@@ -97,7 +101,7 @@ class Optimizer:
         self.commit(self.stage(params, grads, kernels), params, kernels)
 
     def _param_buffers(self, params: Mapping[str, Any], kernels: Any) -> tuple[Any, dict]:
-        """One flat buffer for every staged parameter, and a view of it per parameter: the
+        """One flat buffer for every parameter's delta, and a view of it per parameter: the
         finiteness probe is then one dot product, whatever the number of parameters."""
         layout = tuple((k, v.shape, v.dtype, type(v)) for k, v in params.items())
         if self._flat is not None and self._flat[0] == layout:
@@ -122,7 +126,12 @@ class Optimizer:
         if not kernels.inplace:
             return None
         buf = self._scratch.get((role, key))
-        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype or type(buf) is not type(like):
+        if (
+            buf is None
+            or buf.shape != like.shape
+            or buf.dtype != like.dtype
+            or type(buf) is not type(like)
+        ):
             buf = self._scratch[(role, key)] = kernels.xp.empty_like(like)
         return buf
 
@@ -201,7 +210,7 @@ class SGD(Optimizer):
     def stage(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> Staged:
         step = self.state.get("step", 0) + 1
         flat, views = self._param_buffers(params, kernels)
-        new_params, new_state, velocities = {}, {}, []
+        deltas, new_state, velocities = {}, {}, []
         for name, p in params.items():
             g = grads[name]
             if self.weight_decay:
@@ -222,13 +231,14 @@ class SGD(Optimizer):
                     direction = kernels.axpy(
                         self.momentum, v_new, g, self._buffer("nesterov", name, g, kernels)
                     )
-            new_params[name] = kernels.axpy(-self.lr, direction, p, views.get(name))
+            deltas[name] = kernels.scaled(direction, -self.lr, views.get(name))
         if velocities:
             flushed = self._flush(kernels, self.momentum, step, [new_state[k] for k in velocities])
             new_state.update(zip(velocities, flushed))
-        arrays = list(new_params.values())
-        probe = self._probe(kernels, [flat] if flat is not None else arrays)
-        return Staged(new_params, new_state, step, probe, arrays)
+        # A finite delta proves the velocity finite too: the delta is -lr times it (or, with
+        # Nesterov, -lr times g plus momentum times it).
+        probe = self._probe(kernels, [flat] if flat is not None else list(deltas.values()))
+        return Staged(deltas, new_state, step, probe)
 
 
 class Adam(Optimizer):
@@ -269,7 +279,7 @@ class Adam(Optimizer):
         lr_m = self.lr / (1 - b1**step)  # the bias corrections, as PyTorch's Adam folds them
         root_v = math.sqrt(1 - b2**step)
         flat, views = self._param_buffers(params, kernels)
-        new_params, new_state, moments = {}, {}, []
+        deltas, new_state, moments = {}, {}, []
         for name, p in params.items():
             g = grads[name]
             m, v = self.state.get(f"m/{name}"), self.state.get(f"v/{name}")
@@ -282,21 +292,25 @@ class Adam(Optimizer):
             m_new, v_new = kernels.adam_moments(m, v, g, b1, b2, None if bufs[0] is None else bufs)
             new_state[f"m/{name}"], new_state[f"v/{name}"] = m_new, v_new
             moments += [f"m/{name}", f"v/{name}"]
-            base = p
-            if self.weight_decay:
-                base = kernels.axpy(
-                    -self.lr * self.weight_decay, p, p, self._buffer("decayed", name, p, kernels)
+            if self.weight_decay:  # -lr * wd * p + the Adam step, into the delta's view
+                raw = self._buffer("adam", name, g, kernels)
+                raw = kernels.adam_delta(m_new, v_new, lr_m, root_v, self.eps, raw)
+                deltas[name] = kernels.axpy(-self.lr * self.weight_decay, p, raw, views.get(name))
+            else:
+                deltas[name] = kernels.adam_delta(
+                    m_new, v_new, lr_m, root_v, self.eps, views.get(name)
                 )
-            new_params[name] = kernels.adam_step(
-                base, m_new, v_new, lr_m, root_v, self.eps, views.get(name)
-            )
         m_keys, v_keys = moments[0::2], moments[1::2]
-        new_state.update(zip(m_keys, self._flush(kernels, b1, step, [new_state[k] for k in m_keys])))
-        new_state.update(zip(v_keys, self._flush(kernels, b2, step, [new_state[k] for k in v_keys])))
-        v_arrays = [new_state[k] for k in v_keys]
-        arrays = list(new_params.values()) + v_arrays
-        probe = self._probe(kernels, ([flat] if flat is not None else list(new_params.values())) + v_arrays)
-        return Staged(new_params, new_state, step, probe, arrays)
+        new_state.update(
+            zip(m_keys, self._flush(kernels, b1, step, [new_state[k] for k in m_keys]))
+        )
+        new_state.update(
+            zip(v_keys, self._flush(kernels, b2, step, [new_state[k] for k in v_keys]))
+        )
+        probe = self._probe(kernels, [flat] if flat is not None else list(deltas.values()))
+        # m / sqrt(v) stays finite when v overflows: the second moment needs its own probe.
+        state_probe = self._probe(kernels, [new_state[k] for k in v_keys])
+        return Staged(deltas, new_state, step, probe, state_probe)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -17,6 +17,7 @@ from .init import INITIALIZERS, default_init
 from .schedule import Schedule, Section
 
 FLOAT_DTYPES = ("float32", "float64")
+_MAX_SCHEDULES = 256  # schedules (with their lowered programs) a program keeps at most
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -66,7 +67,9 @@ class Run:
 
 def _targets_of(schedule: Schedule) -> list[str]:
     """The nodes a forward-only schedule is asked for (its ``targets`` option)."""
-    return list(dict(schedule.options).get("targets", ())) if schedule.algorithm == "forward" else []
+    return (
+        list(dict(schedule.options).get("targets", ())) if schedule.algorithm == "forward" else []
+    )
 
 
 def _leaves_read(lowered: Lowered) -> set[str]:
@@ -123,6 +126,7 @@ class Program:
         self._names = {k: tuple(compiled.of_kind(k)) for k in ("param", "input", "target")}
         self._feedable = frozenset(self._names["input"] + self._names["target"])
         self._float_dtype = self.xp.empty((0,), dtype=self._float).dtype
+        self._half_max = float(np.finfo(dtype).max) / 2
         self._param_shapes = [(p, compiled.nodes[p].shape) for p in self._names["param"]]
         self._feed_specs = {
             n: (compiled.nodes[n].shape, compiled.nodes[n].dtype == "int64") for n in self._feedable
@@ -442,6 +446,10 @@ class Program:
         opts = algo.resolve(options)
         key = (algo.name, tuple(sorted(opts.items())))
         if key not in self._schedules:
+            if len(self._schedules) >= _MAX_SCHEDULES:  # a sweep over options: stay bounded
+                self._schedules.clear()
+                self._resolved.clear()
+                self._programs.clear()
             self._schedules[key] = algo.schedule(self.compiled, opts)
         if given is not None:
             self._resolved[given] = self._schedules[key]
@@ -489,11 +497,7 @@ class Program:
             grads = run.grads()
             loss = xp.sum(run.loss) / run.batch_size
             staged = optimizer.stage(current, grads, kernels)
-            # One sum of squares per staged array (BLAS): a NaN or inf anywhere makes the total
-            # non-finite.  Huge finite values can overflow it too; the scan below then finds
-            # nothing wrong and the step goes ahead.
-            total = loss + staged.probe if staged.probe is not None else loss
-            ok = bool(xp.isfinite(total))
+            ok = bool(self._proves_finite(loss, staged, current))
         if not ok:
             where = self._first_nonfinite(schedule, current, batch, grads, staged)
             if where is not None:
@@ -507,6 +511,28 @@ class Program:
         optimizer.commit(staged, current, kernels)
         params.update(current)
         return float(loss)
+
+    def _proves_finite(self, loss: Any, staged: Any, params: Mapping) -> Any:
+        """A 0-d boolean, on the device: whether the loss, the staged state and every new
+        parameter value ``p + delta`` are finite, from sums of squares alone (BLAS dot
+        products; no pass over ``p + delta``).  ``|p + delta| <= ||p|| + ||delta||`` entry by
+        entry, so finite sums whose roots add up to less than half the largest float leave no
+        room for an overflow.  False also when a sum overflows on huge finite values: the
+        caller's exact scan then decides."""
+        xp, kernels = self.xp, self.backend.kernels
+        params_ss = None
+        for p in params.values():
+            ss = kernels.sum_squares(p)
+            params_ss = ss if params_ss is None else params_ss + ss
+        total = loss
+        for probe in (staged.probe, staged.state_probe, params_ss):
+            if probe is not None:
+                total = total + probe
+        finite = xp.isfinite(total)
+        if staged.probe is None or params_ss is None:
+            return finite
+        bound = xp.sqrt(params_ss) + xp.sqrt(staged.probe)
+        return finite & (bound < self._half_max)
 
     def _first_nonfinite(
         self, schedule: Schedule, params: Mapping, batch: Mapping, grads: dict, staged: Any
@@ -533,12 +559,12 @@ class Program:
                 return f"the update of param {name!r}"
         if not finite(kept.loss):
             return "the loss"
-        for name, value in staged.params.items():
-            if not finite(value):
-                return f"the new value of param {name!r} (the optimiser's step overflows)"
         for key, value in staged.state.items():
             if not finite(value):
                 return f"the optimiser's state {key!r}"
+        for name, delta in staged.deltas.items():
+            if not finite(delta) or not finite(params[name] + delta):
+                return f"the new value of param {name!r} (the optimiser's step overflows)"
         return None
 
     def zeros_like(self, param: str) -> Any:

@@ -172,8 +172,8 @@ class FakeElementwiseKernel:
             b1 * m + (1 - b1) * g,
             b2 * v + (1 - b2) * (g * g),
         ),
-        "pc_adam_step": lambda p, m, v, lr_m, root_c2, eps: (
-            p - lr_m * m / (np.sqrt(v) / root_c2 + eps),
+        "pc_adam_delta": lambda m, v, lr_m, root_c2, eps: (
+            (m / (np.sqrt(v) / root_c2 + eps)) * -lr_m,
         ),
         "pc_flush": lambda a, below: (np.where(np.abs(a) < below, 0, a).astype(a.dtype),),
     }

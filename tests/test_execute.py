@@ -232,3 +232,15 @@ def test_a_backend_may_replace_the_lowering_of_a_step_kind(monkeypatch: pytest.M
     assert calls == updates * 3  # the backend's lowering ran every update of the 3 steps
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name])
+
+
+def test_a_sweep_over_options_keeps_a_bounded_number_of_programs() -> None:
+    from pcgraph.program import _MAX_SCHEDULES
+
+    g = mlp()
+    prog = pc.compile(g)
+    params, batch = prog.init_params(0), batch_for(g)
+    for k in range(_MAX_SCHEDULES + 20):
+        prog.schedule("il", steps=1, rate=0.01 + k * 1e-4)
+    prog.grads(params, batch, "il", steps=1, rate=0.5)
+    assert len(prog._schedules) <= _MAX_SCHEDULES and len(prog._programs) <= _MAX_SCHEDULES

@@ -182,20 +182,37 @@ def apply_section(st: PCStructure, c: Compiled) -> Section:
 
 
 def wavefront_sections(c: Compiled, st: PCStructure) -> tuple[Section, ...]:
-    """Z-IL as a wavefront: at step t, level-t increments, then level-(t+1) value nodes take
-    one rate-1 inference step from their (frozen) children's errors.  Linearisation points are
-    the feed-forward values, which is what the literal dynamics see on a levelled graph.
+    """Z-IL as a wavefront: at step t, the level-t vertices' increments and their errors'
+    contributions to their parents, then the level-(t+1) value nodes take one rate-1 inference
+    step from their (frozen) children's errors, all of which are in by then (a child's level is
+    below its parents').  Linearisation points are the feed-forward values, which is what the
+    literal dynamics see on a levelled graph.
 
     Under Z-IL's conditions every error is linear in the output error, so the wavefront carries
     errors in gradient units, ``e = -eps / B`` (seed ``+1/B`` instead of ``-1``): the increments
     are then the gradients themselves and no rescaling pass over the parameters is needed.
     """
     sections = [forward_section(c)]
+    by_level: dict[int, list[str]] = {}  # bucketed once: no scan of every vertex per level
+    for v in (*st.outputs, *st.values):
+        by_level.setdefault(st.level[v], []).append(v)
+    # Each vertex's error is pushed to its parents at its own level, in one group of VJPs with
+    # its increments: the error is then read right after it is made and dropped, as backprop
+    # drops a cotangent, instead of living until the level of its highest parent.
+    pushes: dict[str, list[tuple[int, str]]] = {}
+    for u in st.values:
+        for ch, pos in st.children[u]:
+            pushes.setdefault(ch, []).append((pos, u))
     for t in range(st.depth + 1):
         steps: list = output_errors(st, c, "ff", seed="1/B") if t == 0 else []
-        steps += increment_steps(st, c, st.at_level(t) + ([st.loss] if t == 0 else []), "ff")
-        wave = [v for v in st.values if st.level[v] == t + 1]
-        steps += drive_steps(st, c, wave, "ff")
+        for v in by_level.get(t, []) + ([st.loss] if t == 0 else []):
+            targets = [(pos, p, "d") for p, pos in st.increments.get(v, ())]
+            targets += [(pos, u, "s") for pos, u in pushes.get(v, ())]
+            steps += [
+                VJP(v, c.nodes[v].op, pos, node, src="e", into=into, at="ff", out="ff")
+                for pos, node, into in sorted(targets, key=lambda target: target[0])
+            ]
+        wave = by_level.get(t + 1, [])  # value nodes: only the outputs are at level 0
         steps += [Relax(v) for v in wave]
         sections.append(
             Section(
