@@ -112,8 +112,12 @@ class Lowered:
         return times
 
 
+SCALE_SLOT = 0  # the run's gradient scale (``Program.run(..., scale=)``), before every block
+
+
 class Layout:
-    """Slot numbers: one block of ``len(nodes)`` slots per store, in the graph's node order."""
+    """Slot numbers: the run's scale first, then one block of ``len(nodes)`` slots per store,
+    in the graph's node order."""
 
     def __init__(self, compiled: Compiled) -> None:
         self.index = {n: i for i, n in enumerate(compiled.nodes)}
@@ -122,7 +126,7 @@ class Layout:
 
     def base(self, store: str) -> int:
         if store not in self.bases:
-            self.bases[store] = len(self.bases) * self.size
+            self.bases[store] = SCALE_SLOT + 1 + len(self.bases) * self.size
         return self.bases[store]
 
     def slot(self, store: str, node: str) -> int:
@@ -133,7 +137,7 @@ class Layout:
 
     @property
     def nslots(self) -> int:
-        return len(self.bases) * self.size
+        return SCALE_SLOT + 1 + len(self.bases) * self.size
 
     def entries(self, store: str, slots: Sequence) -> dict[str, Any]:
         """The non-empty slots of ``store``: node -> array."""
@@ -365,15 +369,20 @@ def _lower_seed(lw: Lowerer, steps: list) -> Instr:
     (step,) = steps
     xp, dtype, value = lw.xp, lw.dtype, step.value
     target = lw.write(step.into, step.node)
-    # One array per batch size, made once: stored arrays are never written in place, so every
-    # run may share it (IL seeds its loss error at every inference step).
-    seeds: dict[int, Any] = {}
+    # A seed over B is in gradient units: the run's scale multiplies it (the gradients then
+    # come out scaled).  One array per (batch size, scale), made once: stored arrays are never
+    # written in place, so every run may share it (IL seeds its loss error at every step).
+    per_b = value.endswith("/B")
+    seeds: dict[tuple, Any] = {}
 
     def run_seed(slots: list, batch: int) -> None:
-        seed = seeds.get(batch)
+        scale = slots[SCALE_SLOT] if per_b else 1.0
+        seed = seeds.get((batch, scale))
         if seed is None:
-            fill = float(value[:-2]) / batch if value.endswith("/B") else float(value)
-            seed = seeds[batch] = xp.full((batch,), fill, dtype=dtype)
+            fill = scale * float(value[:-2]) / batch if per_b else float(value)
+            if len(seeds) > 64:  # a scale per step (a learning-rate schedule): stay bounded
+                seeds.clear()
+            seed = seeds[(batch, scale)] = xp.full((batch,), fill, dtype=dtype)
         slots[target] = seed
 
     return lw.instr(run_seed)
@@ -417,7 +426,7 @@ def _lower_gradient_units(lw: Lowerer, steps: list) -> Instr:
     pairs = [(lw.read("e", n), lw.write("eg", n)) for n in step.nodes]
 
     def run_gradient_units(slots: list, batch: int) -> None:
-        factor = -1.0 / batch
+        factor = -slots[SCALE_SLOT] / batch
         for src, dst in pairs:
             slots[dst] = scaled(slots[src], factor)
 

@@ -81,8 +81,20 @@ class Optimizer:
         self._flat: tuple | None = None  # (layout, flat buffer, views) of staged parameters
 
     # ------------------------------------------------------------------ the two phases
-    def stage(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> Staged:
-        """The updated parameters and state, computed into the optimiser's own buffers."""
+    def gradient_scale(self) -> float:
+        """A factor the gradients may come already multiplied by (``Program.run``'s
+        ``scale``): 1, unless the step is that multiple of the gradient."""
+        return 1.0
+
+    def stage(
+        self,
+        params: Mapping[str, Any],
+        grads: Mapping[str, Any],
+        kernels: Any,
+        scale: float = 1.0,
+    ) -> Staged:
+        """Each parameter's delta and the new state, into the optimiser's own buffers;
+        ``grads`` come multiplied by ``scale`` (this optimiser's ``gradient_scale()``, or 1)."""
         raise NotImplementedError
 
     def commit(self, staged: Staged, params: Mapping[str, Any], kernels: Any) -> None:
@@ -97,7 +109,7 @@ class Optimizer:
         self.state["step"] = staged.step
 
     def apply(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> None:
-        """``commit(stage(...))``, with no finiteness check."""
+        """``commit(stage(...))`` of unscaled gradients, with no finiteness check."""
         self.commit(self.stage(params, grads, kernels), params, kernels)
 
     def _param_buffers(self, params: Mapping[str, Any], kernels: Any) -> tuple[Any, dict]:
@@ -207,8 +219,25 @@ class SGD(Optimizer):
             "weight_decay": self.weight_decay,
         }
 
-    def stage(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> Staged:
+    def gradient_scale(self) -> float:
+        """``-lr`` for plain SGD (no momentum, no weight decay): its step is ``-lr`` times the
+        gradient, which the backward pass can then make directly, sparing a pass over every
+        parameter.  1 otherwise."""
+        return -self.lr if not self.momentum and not self.weight_decay else 1.0
+
+    def stage(
+        self,
+        params: Mapping[str, Any],
+        grads: Mapping[str, Any],
+        kernels: Any,
+        scale: float = 1.0,
+    ) -> Staged:
         step = self.state.get("step", 0) + 1
+        if scale != 1.0:  # the gradients are the steps already (see gradient_scale)
+            if scale != self.gradient_scale():
+                raise OptionError(f"SGD cannot take gradients scaled by {scale!r}")
+            deltas = {name: grads[name] for name in params}
+            return Staged(deltas, {}, step, self._probe(kernels, list(deltas.values())))
         flat, views = self._param_buffers(params, kernels)
         deltas, new_state, velocities = {}, {}, []
         for name, p in params.items():
@@ -273,7 +302,15 @@ class Adam(Optimizer):
             "weight_decay": self.weight_decay,
         }
 
-    def stage(self, params: Mapping[str, Any], grads: Mapping[str, Any], kernels: Any) -> Staged:
+    def stage(
+        self,
+        params: Mapping[str, Any],
+        grads: Mapping[str, Any],
+        kernels: Any,
+        scale: float = 1.0,
+    ) -> Staged:
+        if scale != 1.0:
+            raise OptionError(f"Adam cannot take gradients scaled by {scale!r}")
         b1, b2 = self.betas
         step = self.state.get("step", 0) + 1
         lr_m = self.lr / (1 - b1**step)  # the bias corrections, as PyTorch's Adam folds them

@@ -11,7 +11,7 @@ import numpy as np
 from . import backends as _backends
 from .compile import Compiled, analyse, forward_steps
 from .errors import FeedError, GraphError, NumericalError, OptionError
-from .execute import Lowered, lower
+from .execute import SCALE_SLOT, Lowered, lower
 from .graph import Graph, Node
 from .init import INITIALIZERS, default_init
 from .schedule import Schedule, Section
@@ -347,12 +347,16 @@ class Program:
         batch: Mapping,
         keep: bool = False,
         timed: bool = False,
+        scale: float = 1.0,
     ) -> Run:
         """Run ``schedule`` (emitted for this program's graph) on ``params`` and ``batch``.
 
         Returns a ``Run``: its gradients, loss and result values; with ``keep`` every store
         (nothing is dropped after its last use), for inspection; with ``timed`` the seconds of
         each executed step (``Run.times``), the device synchronised after each kernel.
+        ``scale`` multiplies the gradients where they are made (the seeds and error scalings
+        in gradient units): ``train_step`` folds plain SGD's ``-lr`` in this way, so the
+        backward pass yields the steps themselves.
         """
         lowered = self._lowered(schedule, keep)
         feeds, size = self.check_batch(batch, lowered.needed)  # type: ignore[attr-defined]
@@ -360,6 +364,7 @@ class Program:
             raise FeedError("the batch feeds no input, so its size is unknown")
         checked = self.check_params(params)
         slots = lowered.template.copy()  # type: ignore[attr-defined]  (constants filled in)
+        slots[SCALE_SLOT] = scale
         for slot, name in lowered.param_slots:  # type: ignore[attr-defined]
             slots[slot] = checked[name]
         for slot, name in lowered.feed_slots:  # type: ignore[attr-defined]
@@ -490,13 +495,14 @@ class Program:
         schedule = self._schedule_of(algorithm, options)
         current = self.check_params(params)
         xp, kernels = self.xp, self.backend.kernels
+        scale = optimizer.gradient_scale()
         # A NaN or inf is reported below, naming the node where it first appears (or the batch
         # is skipped): NumPy's warnings from deep inside the step would only repeat it, vaguer.
         with np.errstate(all="ignore"):
-            run = self.run(schedule, current, batch)
+            run = self.run(schedule, current, batch, scale=scale)
             grads = run.grads()
             loss = xp.sum(run.loss) / run.batch_size
-            staged = optimizer.stage(current, grads, kernels)
+            staged = optimizer.stage(current, grads, kernels, scale)
             ok = bool(self._proves_finite(loss, staged, current))
         if not ok:
             where = self._first_nonfinite(schedule, current, batch, grads, staged)
@@ -555,7 +561,7 @@ class Program:
             if value is not None and not finite(value):
                 return f"error of node {name!r}"
         for name in self._names["param"]:
-            if not finite(grads[name]):
+            if not finite(grads[name]):  # gradients, or plain SGD's steps (scaled gradients)
                 return f"the update of param {name!r}"
         if not finite(kept.loss):
             return "the loss"

@@ -41,7 +41,8 @@ class Eval:
 class Seed:
     """The loss node's cotangent: ``1/B`` per example for backprop (the batch mean), ``-1`` for
     predictive coding (errors are per example; increments are divided by B at the end).
-    ``value`` is a number, or a number over ``B`` ("1/B", "0.5/B")."""
+    ``value`` is a number, or a number over ``B`` ("1/B", "0.5/B"): a seed in gradient units,
+    which the run's gradient scale multiplies (``Program.run(..., scale=)``)."""
 
     node: str
     into: str = "g"
@@ -199,7 +200,8 @@ class Relax:
 @dataclass(frozen=True)
 class GradientUnits:
     """``eg[v] = -e[v] / B`` for ``nodes``: increments taken from ``eg`` are gradients of the
-    batch-mean loss directly, and scaling the errors costs less than scaling the parameters."""
+    batch-mean loss directly, and scaling the errors costs less than scaling the parameters.
+    The run's gradient scale multiplies the factor too."""
 
     nodes: tuple[str, ...]
 

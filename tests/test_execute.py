@@ -10,7 +10,15 @@ import pytest
 from helpers import GRAPHS, batch_for, mlp, residual
 
 import pcgraph as pc
-from pcgraph.execute import LOWERINGS, Instr, Loop, lower, register_lowering, saved
+from pcgraph.execute import (
+    LOWERINGS,
+    SCALE_SLOT,
+    Instr,
+    Loop,
+    lower,
+    register_lowering,
+    saved,
+)
 from pcgraph.schedule import VJP, Section
 
 
@@ -29,7 +37,7 @@ def test_a_run_keeps_only_its_results_and_the_leaves(algorithm: str) -> None:
     prog = pc.compile(g, dtype="float64")
     run = prog.run(prog.schedule(algorithm), prog.init_params(0), batch_for(g))
     held = {i for i, v in enumerate(run.slots) if v is not None}
-    expected = set(run.lowered.outputs) | set(run.lowered.leaves)
+    expected = set(run.lowered.outputs) | set(run.lowered.leaves) | {SCALE_SLOT}
     assert held <= expected  # every intermediate value was dropped after its last read
     kept = prog.run(prog.schedule(algorithm), prog.init_params(0), batch_for(g), keep=True)
     assert len([v for v in kept.slots if v is not None]) > len(held)
@@ -244,3 +252,19 @@ def test_a_sweep_over_options_keeps_a_bounded_number_of_programs() -> None:
         prog.schedule("il", steps=1, rate=0.01 + k * 1e-4)
     prog.grads(params, batch, "il", steps=1, rate=0.5)
     assert len(prog._schedules) <= _MAX_SCHEDULES and len(prog._programs) <= _MAX_SCHEDULES
+
+
+@pytest.mark.parametrize("algorithm", ["bp", "zil", "il", "fpa", "il-prox"])
+def test_a_runs_scale_multiplies_its_gradients_and_nothing_else(algorithm: str) -> None:
+    # Plain SGD folds -lr into the gradients where they are made.  For IL the inference itself
+    # must not move (its dynamics are not linear in the seed): only the increments scale.
+    g = residual()
+    prog = pc.compile(g, dtype="float64")
+    params, batch = prog.init_params(0), batch_for(g)
+    options = {"alpha": 0.05} if algorithm == "il-prox" else {}
+    schedule = prog.schedule(algorithm, **options)
+    plain = prog.run(schedule, params, batch)
+    scaled = prog.run(schedule, params, batch, scale=-0.125)
+    np.testing.assert_array_equal(scaled.loss, plain.loss)
+    for name, grad in plain.grads().items():
+        np.testing.assert_allclose(scaled.grads()[name], -0.125 * grad, rtol=1e-13, atol=1e-16)
