@@ -76,11 +76,6 @@ class Kernels:
         on subnormal floats is 10-100x slower than on normal ones)."""
         return self.xp.where(self.xp.abs(a) < below, self.xp.zeros_like(a), a)
 
-    def copy_into(self, dst: Any, src: Any) -> Any:
-        """Write ``src``'s values into ``dst`` (in place); returns ``dst``."""
-        dst[...] = src
-        return dst
-
 
 class InPlaceKernels(Kernels):
     """The same kernels into ``out=`` buffers with ufuncs (NumPy and CuPy both take ``out=``):

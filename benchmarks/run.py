@@ -414,7 +414,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{res['steps']} steps: median step {res['start_ms']:.3f} ms over steps "
             f"{res['window']}-{2 * res['window']}, {res['end_ms']:.3f} ms over the last "
             f"{res['window']} (x{res['end_ms'] / res['start_ms']:.2f}); "
-            f"{res['subnormal']} subnormal values in the optimiser state at the end"
+            f"{res['subnormal']} subnormal values in the optimiser state at the end; "
+            f"{res['faults_per_step']:.2f} page faults per step over the last "
+            f"{res['window']} steps, resident size {res['rss_growth_mib']:+.1f} MiB from "
+            "the first window to the end"
         )
     compile_nodes = 100 if args.smoke else 1000
     comp = spawn("benchmarks.worker", ["--compile", str(compile_nodes)])

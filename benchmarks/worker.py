@@ -83,12 +83,15 @@ def run_flat(args: argparse.Namespace) -> dict[str, Any]:
     params = prog.init_params(0)
     feeds = batches(net, g)
     opt = pc.optim.SGD(lr=args.flat_lr, momentum=0.9)
-    times = []
+    window = max(min(500, args.flat // 5), 1)
+    times, faults, rss = [], {}, {}
     for i in range(args.flat):
+        if i in (window, args.flat - window):  # the system's view of the process's memory
+            faults[i], rss[i] = _memory_counters()
         t = time.perf_counter()
         prog.train_step(params, feeds[i % len(feeds)], "bp", optimizer=opt)
         times.append(time.perf_counter() - t)
-    window = max(min(500, args.flat // 5), 1)
+    faults[args.flat], rss[args.flat] = _memory_counters()
     state = pc.to_numpy({k: v for k, v in opt.state.items() if k != "step"})
     tiny = np.finfo(np.float32).tiny
     subnormal = sum(int(np.count_nonzero((v != 0) & (np.abs(v) < tiny))) for v in state.values())
@@ -101,7 +104,23 @@ def run_flat(args: argparse.Namespace) -> dict[str, Any]:
         "end_ms": statistics.median(times[-window:]) * 1e3,
         "subnormal": subnormal,
         "lr": args.flat_lr,
+        # Page faults per step over the last window (memory the process takes from the system
+        # afresh; 0: every step reuses the memory of the steps before it) and the resident
+        # size's growth between the first window and the end.
+        "faults_per_step": (faults[args.flat] - faults[args.flat - window]) / window,
+        "rss_growth_mib": (rss[args.flat] - rss[window]) / 2**20,
     }
+
+
+def _memory_counters() -> tuple[int, int]:
+    """(minor + major page faults so far, resident bytes) of this process; (0, 0) where
+    /proc is missing."""
+    try:
+        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        pages = int(open("/proc/self/statm").read().split()[1])
+    except OSError:
+        return 0, 0
+    return int(fields[7]) + int(fields[9]), pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def run_profile(args: argparse.Namespace) -> dict[str, Any]:

@@ -56,8 +56,7 @@ def test_every_kernel_agrees_with_the_array_api_default(kind: str, with_out: boo
     np.testing.assert_allclose(k.sum_squares(x), ref.sum_squares(x), rtol=1e-5)
     tiny = np.array([1e-30, -2e-31, 1.0, 0.0, -3.0], dtype=np.float32)
     np.testing.assert_array_equal(k.flush_tiny(tiny.copy(), 1e-29), [0.0, 0.0, 1.0, 0.0, -3.0])
-    dst = np.zeros_like(x)
-    assert k.copy_into(dst, x) is dst and np.array_equal(dst, x)
+    dst = x.copy()
     assert k.add_into(dst, s) is dst
     np.testing.assert_allclose(dst, x + s, rtol=1e-6)
 

@@ -43,9 +43,6 @@ class PCStructure:
     increments: dict[str, tuple[tuple[str, int], ...]]  # vertex or loss -> (param/pexpr, argnum)
     pexprs: tuple[str, ...]  # unbatched op nodes between parameters and vertices
 
-    def at_level(self, level: int) -> list[str]:
-        return [n for n in (*self.outputs, *self.values) if self.level[n] == level]
-
 
 def structure(c: Compiled) -> PCStructure:
     """Find the output vertices, value nodes, levels and increment sources of ``c``."""
