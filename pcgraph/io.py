@@ -438,6 +438,19 @@ def _bind(ckpt: Checkpoint, program: Any) -> None:
         return value
 
     if ckpt.optimizer_state is not None:
+        state = ckpt.optimizer_state.get("state")
+        for key, value in state.items() if isinstance(state, dict) else ():
+            if not isinstance(value, np.ndarray):
+                continue  # the step count; optimisers check their own entries on loading
+            param = key.partition("/")[2]
+            if param not in program.params:
+                raise _fail(path, f"optimiser state {key!r}: the graph has no param {param!r}")
+            want = program.compiled.nodes[param].shape
+            if value.shape != want:
+                raise _fail(
+                    path,
+                    f"optimiser state {key!r} has shape {value.shape}; param {param!r} has {want}",
+                )
         ckpt.optimizer_state = move(ckpt.optimizer_state)
 
 

@@ -19,6 +19,7 @@ that none can become subnormal in between.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,8 @@ class Staged:
 
 class Optimizer:
     """Base class: ``stage`` and ``commit`` (``apply`` does both)."""
+
+    state_roles: tuple[str, ...] = ()  # state entries are "<role>/<param name>" arrays
 
     def __init__(self) -> None:
         self.state: dict[str, Any] = {"step": 0}
@@ -178,12 +181,54 @@ class Optimizer:
         return {"type": type(self).__name__, "settings": self.settings(), "state": dict(self.state)}
 
     def load_state_dict(self, data: Mapping[str, Any]) -> None:
-        if data.get("type") != type(self).__name__:
+        """Adopt a ``state_dict()``: its type must be this optimiser's, its state a step count
+        and arrays named ``<role>/<param>`` (``check_state`` matches them to parameters)."""
+        name = type(self).__name__
+        if not isinstance(data, Mapping):
             raise OptionError(
-                f"optimiser state is for {data.get('type')!r}, not {type(self).__name__}"
+                f"{name}.load_state_dict needs a state_dict() mapping, got {data!r:.60}"
             )
-        self.state = dict(data["state"])
+        if data.get("type") != name:
+            raise OptionError(f"optimiser state is for {data.get('type')!r:.40}, not {name}")
+        state = data.get("state")
+        if not isinstance(state, Mapping):
+            raise OptionError(f"{name} state: 'state' must be a mapping, got {state!r:.60}")
+        step = state.get("step", 0)
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+            raise OptionError(f"{name} state: 'step' must be an int >= 0, got {step!r:.40}")
+        for key, value in state.items():
+            if key == "step":
+                continue
+            role, _, param = key.partition("/") if isinstance(key, str) else ("", "", "")
+            if role not in self.state_roles or not param:
+                roles = ", ".join(f"'{r}/<param>'" for r in self.state_roles) or "none"
+                raise OptionError(
+                    f"{name} state: unknown entry {key!r:.60}; its entries are 'step' and {roles}"
+                )
+            if not (hasattr(value, "shape") and hasattr(value, "dtype")) or value.dtype.kind != "f":
+                raise OptionError(
+                    f"{name} state: entry {key!r} must be a float array, got {value!r:.60}"
+                )
+        self.state = {**state, "step": int(step)}
         self._scratch, self._flat = {}, None
+
+    def check_state(self, params: Mapping[str, Any]) -> None:
+        """``OptionError`` naming the first state entry that does not fit ``params`` (an unknown
+        parameter, another shape, dtype or array type): checked before a step touches anything."""
+        name = type(self).__name__
+        for key, value in self.state.items():
+            if key == "step":
+                continue
+            param = key.partition("/")[2]
+            p = params.get(param)
+            if p is None:
+                raise OptionError(f"{name} state entry {key!r}: there is no parameter {param!r}")
+            if type(value) is not type(p) or value.shape != p.shape or value.dtype != p.dtype:
+                raise OptionError(
+                    f"{name} state entry {key!r} is a {type(value).__name__} of shape "
+                    f"{tuple(value.shape)} and dtype {value.dtype}; parameter {param!r} is a "
+                    f"{type(p).__name__} of shape {tuple(p.shape)} and dtype {p.dtype}"
+                )
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -195,6 +240,8 @@ class Optimizer:
 class SGD(Optimizer):
     """``v = momentum * v + g + weight_decay * p``; ``p -= lr * v`` (``p -= lr * (g + momentum * v)``
     with ``nesterov``).  With momentum 0 this is plain SGD."""
+
+    state_roles = ("v",)
 
     def __init__(
         self,
@@ -273,6 +320,8 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma and Ba 2015) with bias correction; ``weight_decay`` is decoupled (AdamW):
     ``p -= lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * p)``."""
+
+    state_roles = ("m", "v")
 
     def __init__(
         self,

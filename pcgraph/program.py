@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,12 @@ class Run:
             g = slots[layout.slot(store, p)] if layout.has(store) else None
             out[p] = g if g is not None else self.program.zeros_like(p)
         return out
+
+
+def _writable(array: Any) -> bool:
+    """Whether ``array`` may be written in place (NumPy arrays can be read-only)."""
+    flags = getattr(array, "flags", None)
+    return bool(getattr(flags, "writeable", True))
 
 
 def _targets_of(schedule: Schedule) -> list[str]:
@@ -493,7 +499,19 @@ class Program:
         if options.get("alpha") is None and algorithm == "il-prox":
             options = {**options, "alpha": optimizer.lr}  # IL-prox's proximal step is the lr
         schedule = self._schedule_of(algorithm, options)
+        if not isinstance(params, MutableMapping):
+            raise FeedError(
+                f"train_step updates params in place: pass a dict name -> array, not a "
+                f"read-only {type(params).__name__}"
+            )
         current = self.check_params(params)
+        for name, value in current.items():
+            if value is params.get(name) and not _writable(value):
+                raise FeedError(
+                    f"param {name!r} is a read-only array; train_step writes the update into "
+                    "it (pass a writable copy, e.g. numpy.array(value))"
+                )
+        optimizer.check_state(current)  # OptionError names an entry that does not fit
         xp, kernels = self.xp, self.backend.kernels
         scale = optimizer.gradient_scale()
         # A NaN or inf is reported below, naming the node where it first appears (or the batch
