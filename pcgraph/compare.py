@@ -104,6 +104,12 @@ def train_epoch(
 def max_abs_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
     """``max |a[k] - b[k]|`` over every array of ``a`` (parameters or gradients, any backend),
     in float64 so that no rounding of the difference hides a gap; 0.0 when ``a`` is empty."""
+    if set(a) != set(b):
+        only_a, only_b = sorted(map(str, set(a) - set(b))), sorted(map(str, set(b) - set(a)))
+        raise OptionError(
+            f"max_abs_diff compares the same names: only in the first {only_a}, only in the "
+            f"second {only_b}"
+        )
     gaps = (np.abs(np.asarray(to_numpy(a[k]), np.float64) - to_numpy(b[k])) for k in a)
     return max((float(np.max(g)) for g in gaps), default=0.0)
 

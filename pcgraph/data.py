@@ -22,6 +22,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from . import checks
 from .errors import FileFormatError, OptionError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -154,8 +155,8 @@ def batches(
     same batches everywhere; pass ``seed=(seed, epoch)`` for a new order each epoch.  The last
     batch is smaller unless ``drop_last``.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-        raise OptionError(f"batch_size={batch_size!r} must be a positive int")
+    batch_size = checks.integer(batch_size, "batches: batch_size", 1)
+    seed = checks.seeds(seed, "batches: seed")
     n = len(x)
     if len(y) != n:
         raise OptionError(f"x has {n} examples but y has {len(y)}")
@@ -177,8 +178,10 @@ def train_test_split(
     """Split ``(x, y)`` into a ``Dataset``, stratified: each class keeps ``test_fraction`` of its
     examples (rounded) in the test part, chosen by a seeded shuffle; both parts keep the original
     order.  ``x`` is cast to float32 as is (scale it to [0, 1] first); ``y`` to int64."""
-    if not (isinstance(test_fraction, (int, float)) and 0.0 < test_fraction < 1.0):
-        raise OptionError(f"test_fraction={test_fraction!r} must be a number in (0, 1)")
+    test_fraction = checks.real(test_fraction, "train_test_split: test_fraction", 0.0, 1.0, True)
+    if test_fraction >= 1.0:
+        raise OptionError(f"train_test_split: test_fraction={test_fraction!r} must be below 1")
+    seed = checks.seeds(seed, "train_test_split: seed")
     x, y = np.asarray(x), np.asarray(y)
     if y.ndim != 1 or len(x) != len(y):
         raise OptionError(f"x {x.shape} and y {y.shape} must hold the same number of examples")

@@ -8,6 +8,7 @@ nodes), ``shape`` (per-example; the batch axis is implicit and leading), ``dtype
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -36,16 +37,21 @@ def _dtype(dtype: Any, what: str) -> str:
     return _DTYPES[key]
 
 
+MAX_NODE_VALUES = 1 << 31  # the elements a node may hold per example (spec/errors.md)
+
+
 def _shape(shape: Any, what: str) -> tuple[int, ...]:
-    if isinstance(shape, numbers.Integral):
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
         shape = (shape,)
-    try:
-        out = tuple(shape)
-    except TypeError:
-        raise GraphError(f"{what}: shape must be a tuple of ints, got {shape!r}") from None
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise GraphError(f"{what}: shape must be a tuple of ints, got {shape!r:.60}")
+    out = tuple(shape)
     if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in out):
-        raise GraphError(f"{what}: shape must hold positive ints, got {shape!r}")
-    return tuple(int(n) for n in out)
+        raise GraphError(f"{what}: shape must hold positive ints, got {shape!r:.60}")
+    out = tuple(int(n) for n in out)
+    if math.prod(out) > MAX_NODE_VALUES:
+        raise GraphError(f"{what}: shape {out} holds more than {MAX_NODE_VALUES} values")
+    return out
 
 
 def infer(
@@ -220,7 +226,7 @@ class Graph:
     def param(self, name: str, shape: Iterable[int], init: InitSpec | None = None) -> Node:
         """A trainable parameter (no batch axis); ``init`` is a name in ``pc.init.INITIALIZERS``
         or a callable ``(rng, shape) -> array``; by default glorot_uniform for rank >= 2, else zeros."""
-        shp = _shape(shape, f"param {name!r}") if tuple(shape) != () else ()
+        shp = _shape(shape, f"param {name!r}")
         if init is not None and not callable(init) and init not in INITIALIZERS:
             raise GraphError(
                 f"param {name!r}: unknown init {init!r}; use a callable (rng, shape) -> array or "
@@ -234,7 +240,18 @@ class Graph:
             isinstance(value, numbers.Real) or hasattr(value, "shape")
         ):
             raise GraphError(f"a constant must be a real number or an array, got {type(value)!r}")
-        shape = tuple(int(n) for n in getattr(value, "shape", ()))
+        import numpy as np  # the check only; the graph side imports no array library at load
+
+        host = np.asarray(
+            value.get() if hasattr(value, "get") and hasattr(value, "device") else value
+        )
+        if host.dtype.kind not in "biuf":
+            raise GraphError(f"a constant must hold real numbers, got dtype {host.dtype}")
+        if not np.all(np.isfinite(host)):
+            raise GraphError(
+                f"constant {name or '(unnamed)'!r} holds a NaN or infinity; constants are finite"
+            )
+        shape = tuple(int(n) for n in host.shape)
         return self._new(
             name or self._auto("const"),
             kind="const",

@@ -32,7 +32,7 @@ import networkx as nx
 import numpy as np
 
 from .errors import FileFormatError, GraphError, PCGraphError
-from .graph import LEAF_KINDS, Graph, infer
+from .graph import LEAF_KINDS, MAX_NODE_VALUES, Graph, infer
 from .init import INITIALIZERS
 from .ops import OPS
 
@@ -42,7 +42,6 @@ CHECKPOINT_FORMAT = "pcgraph-checkpoint"
 GRAPH_FORMAT = "pcgraph-graph"
 VERSION = 1
 MAX_GRAPH_BYTES = 256 << 20  # a graph file larger than this is refused before parsing
-MAX_NODE_VALUES = 1 << 31  # per-node element count a graph file may declare
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -275,6 +274,15 @@ def save(
     return atomic_write(path, write)
 
 
+def _path(path: Any, what: str) -> Path:
+    """``path`` as a ``Path``: a str or an ``os.PathLike`` (None, a number or a list is not)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise FileFormatError(
+            f"{what}: the path must be a file name (str or os.PathLike), got {path!r:.60}"
+        )
+    return Path(path)
+
+
 def _fail(path: Path, msg: str) -> FileFormatError:
     return FileFormatError(f"{path}: {msg}")
 
@@ -291,7 +299,7 @@ def _read_manifest(path: Path, archive: Any) -> dict:
         raise _fail(path, f"its manifest is not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
         raise _fail(path, "not a pcgraph checkpoint (wrong format tag in the manifest)")
-    if manifest.get("version") != VERSION:
+    if manifest.get("version") != VERSION or isinstance(manifest.get("version"), bool):
         raise _fail(
             path,
             f"checkpoint format version {manifest.get('version')!r}; this pcgraph reads {VERSION}",
@@ -310,7 +318,7 @@ def load(path: PathLike, program: Any = None) -> Checkpoint:
     arrays of the program's dtype.  Without it they are NumPy arrays as stored.  A missing,
     truncated, corrupted or foreign file raises ``FileFormatError`` naming the file and fault.
     """
-    path = Path(path)
+    path = _path(path, "load")
     if not path.is_file():
         raise _fail(path, "no such file")
     try:
@@ -580,6 +588,8 @@ class _Reader:
             array = np.asarray(value, dtype=np.float64)
         except ValueError:
             raise self.fail("'value' is a ragged nested list", node) from None
+        if not np.all(np.isfinite(array)):  # 1e999 parses as infinity
+            raise self.fail("'value' holds a number too large to be finite", node)
         if array.shape != shape:
             raise self.fail(f"'value' has shape {array.shape} but 'shape' says {shape}", node)
         return float(array) if array.shape == () else array
@@ -722,7 +732,7 @@ def save_graph(path: PathLike, graph: Graph) -> Path:
 
 def load_graph(path: PathLike) -> Graph:
     """Read a JSON graph file; ``FileFormatError`` names the file, the node and the fault."""
-    path = Path(path)
+    path = _path(path, "load_graph")
     try:
         size = path.stat().st_size
         if size > MAX_GRAPH_BYTES:

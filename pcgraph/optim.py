@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import checks
 from .errors import OptionError
 
 _FLUSH_MARGIN = 20  # flush below tiny * 2**20: 20 halvings before a value turns subnormal
@@ -40,14 +41,8 @@ def _check(
     low_open: bool = False,
     what: str = "",
 ) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bound = f"{'>' if low_open else '>='} {low}" + (
-            f" and <= {high}" if high < math.inf else ""
-        )
-        raise OptionError(f"{what}: {name}={value!r} must be a finite number {bound}")
-    return float(value)
+    """A finite setting in range, as a float (NumPy scalars taken as their numbers)."""
+    return checks.real(value, f"{what}: {name}", low, high, low_open)
 
 
 def flush_period(decay: float) -> int:
@@ -254,9 +249,9 @@ class SGD(Optimizer):
         self.lr = _check("lr", lr, 0.0, low_open=True, what="SGD")
         self.momentum = _check("momentum", momentum, 0.0, 1.0, what="SGD")
         self.weight_decay = _check("weight_decay", weight_decay, 0.0, what="SGD")
-        if nesterov and self.momentum == 0:
+        self.nesterov = checks.flag(nesterov, "SGD: nesterov")
+        if self.nesterov and self.momentum == 0:
             raise OptionError("SGD: nesterov=True needs momentum > 0")
-        self.nesterov = bool(nesterov)
 
     def settings(self) -> dict[str, Any]:
         return {

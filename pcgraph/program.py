@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import backends as _backends
+from . import checks
 from .compile import Compiled, analyse, forward_steps
 from .errors import FeedError, GraphError, NumericalError, OptionError
 from .execute import SCALE_SLOT, Lowered, lower
@@ -169,12 +170,13 @@ class Program:
     def init_params(self, seed: int = 0) -> dict[str, Any]:
         """Fresh parameters: name -> backend array.  Each parameter draws from its own stream
         ``default_rng([seed, crc32(name)])``, so adding a parameter never changes the others."""
+        seed = checks.seed(seed, "init_params: seed")
         out = {}
         for name in self.params:
             spec = self.compiled.nodes[name]
             init = spec.init if spec.init is not None else default_init(spec.shape)
             fn = INITIALIZERS[init] if isinstance(init, str) else init
-            rng = np.random.default_rng([int(seed), zlib.crc32(name.encode())])
+            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
             value = np.asarray(fn(rng, spec.shape))
             if value.shape != spec.shape:
                 raise GraphError(
@@ -306,6 +308,8 @@ class Program:
 
     def _node_name(self, node: Node | str) -> str:
         name = node.name if isinstance(node, Node) else node
+        if not isinstance(name, str):
+            raise GraphError(f"a node is named by a string or a Node handle, got {name!r:.60}")
         if name not in self.compiled.nodes:
             raise GraphError(f"no node named {name!r} in program {self.name!r}")
         return name

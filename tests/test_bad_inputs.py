@@ -390,7 +390,7 @@ CASES: list[tuple[str, Callable[[], Any], type, str]] = [
         pc.OptionError,
         "unknown algorithm 'backprop'; choose one of bp",
     ),
-    ("zero steps", grads_with("il", steps=0), pc.OptionError, "steps=0 must be a positive int"),
+    ("zero steps", grads_with("il", steps=0), pc.OptionError, "steps=0 must be an int from 1"),
     ("negative rate", grads_with("il", rate=-0.1), pc.OptionError, "rate=-0.1"),
     ("infinite rate", grads_with("fpa", rate=float("inf")), pc.OptionError, "rate=inf"),
     ("nan noise", grads_with("zil", init_noise=float("nan")), pc.OptionError, "init_noise"),

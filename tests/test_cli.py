@@ -431,7 +431,7 @@ def test_algo_options_route_to_the_algorithms_that_have_them(monkeypatch) -> Non
     out = cli.parse_algo_options(["steps=5"], ["bp", "il"])
     assert out == {"bp": {}, "il": {"steps": 5}}
     assert cli.parse_algo_options(["il:steps=7"], ["bp", "il"])["il"] == {"steps": 7}
-    with pytest.raises(pc.OptionError, match="must be a positive int"):
+    with pytest.raises(pc.OptionError, match="must be an int from 1"):
         cli.parse_algo_options(["steps=0"], ["bp", "il"])
     with pytest.raises(pc.OptionError, match="none of bp, il has an option 'x'"):
         cli.parse_algo_options(["x=1"], ["bp", "il"])

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pcgraph import checks
 from pcgraph.errors import OptionError
 
 
@@ -24,8 +25,8 @@ class Option:
 
 
 def positive_int(v: Any) -> str | None:
-    ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
-    return None if ok else "must be a positive int"
+    ok = isinstance(v, int) and not isinstance(v, bool) and 0 < v <= checks.MAX_COUNT
+    return None if ok else f"must be an int from 1 to {checks.MAX_COUNT:,}"
 
 
 def finite_rate(v: Any) -> str | None:
@@ -34,7 +35,13 @@ def finite_rate(v: Any) -> str | None:
 
 
 def choice(*values: Any) -> Callable[[Any], str | None]:
-    return lambda v: None if v in values else f"must be one of {', '.join(map(repr, values))}"
+    """One of ``values`` exactly: of the same type too, so ``0`` is not taken for ``False``."""
+
+    def check(v: Any) -> str | None:
+        ok = any(type(v) is type(c) and v == c for c in values)
+        return None if ok else f"must be one of {', '.join(map(repr, values))}"
+
+    return check
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class Algorithm:
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults filled in and every value checked; an unknown option names the valid ones."""
-        unknown = sorted(set(given) - set(self.options))
+        unknown = sorted(map(str, set(given) - set(self.options)))
         if unknown:
             valid = ", ".join(sorted(self.options)) or "none"
             hint = _owner_hint(unknown[0], self.name)
@@ -58,7 +65,12 @@ class Algorithm:
             )
         out = {}
         for key, opt in self.options.items():
-            value = given.get(key, opt.default)
+            try:  # a NumPy scalar is the number it holds; an array is no option value
+                value = checks.scalar(given.get(key, opt.default))
+            except OptionError:
+                raise OptionError(
+                    f"algorithm {self.name!r}: option {key} must be one value, not an array"
+                ) from None
             why = opt.check(value)
             if why:
                 raise OptionError(f"algorithm {self.name!r}: option {key}={value!r} {why}")
@@ -81,7 +93,7 @@ def _owner_hint(option: str, algorithm: str) -> str:
 
 def get_algorithm(name: str) -> Algorithm:
     """The algorithm called ``name``; an unknown name lists the valid ones."""
-    if name not in ALGORITHMS:
+    if not isinstance(name, str) or name not in ALGORITHMS:
         raise OptionError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
     return ALGORITHMS[name]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pcgraph import checks
 from pcgraph.algorithms import (
     Algorithm,
     Option,
@@ -32,7 +33,9 @@ def _nonneg(v: Any) -> str | None:
 
 
 def _timing(v: Any) -> str | None:
-    if v in ("exact", "end") or (isinstance(v, int) and not isinstance(v, bool)):
+    if isinstance(v, str) and v in ("exact", "end"):
+        return None
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) <= checks.MAX_COUNT:
         return None
     return "must be 'exact', 'end' or an int offset of the update step"
 
@@ -45,8 +48,9 @@ def _optional_rate(v: Any) -> str | None:
     return None if v is None else finite_rate(v)
 
 
-def _int(v: Any) -> str | None:
-    return None if isinstance(v, int) and not isinstance(v, bool) else "must be an int"
+def _seed(v: Any) -> str | None:
+    ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= checks.MAX_SEED
+    return None if ok else "must be an int >= 0 (a random seed)"
 
 
 def pc_view(c: Compiled, levelling: str = "longest") -> tuple[Compiled, PCStructure]:
@@ -126,7 +130,7 @@ register(
                 "exact", _timing, "increments at step = level (C2), + offset, or 'end'"
             ),
             "dense": Option(False, choice(False, True), "run the literal dense dynamics"),
-            "noise_seed": Option(0, _int, "seed of init_noise"),
+            "noise_seed": Option(0, _seed, "seed of init_noise"),
         },
     )
 )
