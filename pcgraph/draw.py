@@ -14,7 +14,7 @@ from typing import Any
 import networkx as nx
 
 from .errors import OptionError
-from .graph import Graph
+from .graph import Graph, operands_of
 from .io import PathLike, _plain, atomic_write, atomic_write_text
 from .levels import zil_levels
 
@@ -27,10 +27,6 @@ _COLORS = {
     "op": "#ffffff",
     "loss": "#fc9272",
 }
-
-
-def _operands(G: nx.MultiDiGraph, name: str) -> list[str]:
-    return [src for _, src in sorted((pos, src) for src, _, pos in G.in_edges(name, data="pos"))]
 
 
 def node_label(graph: Graph, name: str, levels: dict[str, int] | None = None) -> str:
@@ -102,7 +98,7 @@ def to_dot(graph: Graph) -> str:
             f'fillcolor="{_COLORS[kind]}"{style}];'
         )
     for name in sorted(graph.nx.nodes):
-        ops = _operands(graph.nx, name)
+        ops = operands_of(graph.nx, name)
         for pos, src in enumerate(ops):
             label = f" [label={pos}]" if len(ops) > 1 else ""
             lines.append(f"  {_quote(src)} -> {_quote(name)}{label};")

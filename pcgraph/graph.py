@@ -242,9 +242,7 @@ class Graph:
             raise GraphError(f"a constant must be a real number or an array, got {type(value)!r}")
         import numpy as np  # the check only; the graph side imports no array library at load
 
-        host = np.asarray(
-            value.get() if hasattr(value, "get") and hasattr(value, "device") else value
-        )
+        host = np.asarray(_on_host(value))
         if host.dtype.kind not in "biuf":
             raise GraphError(f"a constant must hold real numbers, got dtype {host.dtype}")
         if not np.all(np.isfinite(host)):
@@ -363,6 +361,49 @@ class Graph:
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {self.nx.number_of_nodes()} nodes, loss={self.nx.graph.get('loss')!r}>"
 
+    def check(self) -> None:
+        """Check every node's attributes and every edge as the DSL would have set them, after
+        any edit of ``g.nx``; ``GraphError`` names the node and the attribute at fault.
+        ``pc.compile``, ``save_graph``, ``to_json`` and ``fingerprint`` call it first, so each
+        refuses what ``load_graph`` would refuse."""
+        G = self.nx
+        if not isinstance(G, nx.MultiDiGraph):
+            raise GraphError(
+                f"graph {self.name!r}: g.nx must be a networkx.MultiDiGraph (directed, one edge "
+                f"per operand), got {type(G).__name__}"
+            )
+        for name, data in G.nodes(data=True):
+            _check_node(name, data)
+        if not nx.is_directed_acyclic_graph(G):
+            cycle = " -> ".join(str(u) for u, _, *_ in nx.find_cycle(G))
+            raise GraphError(f"graph {self.name!r} has a cycle: {cycle}")
+        for src, dst, pos in G.edges(data="pos"):
+            if isinstance(pos, bool) or not isinstance(pos, int):
+                raise GraphError(
+                    f"node {dst!r}: the edge from {src!r} must carry an int operand position "
+                    f"'pos', got {pos!r:.40}"
+                )
+        for name, data in G.nodes(data=True):
+            operands = operands_of(G, name)
+            if data["kind"] != "op":
+                if operands:
+                    raise GraphError(
+                        f"{data['kind']} node {name!r} cannot have operands, it has {operands}"
+                    )
+                continue
+            # What the op's rules make of the operands must be what the node records.
+            attrs = dict(data.get("attrs") or {})
+            info = infer(
+                OPS[data["op"]], name, list(operands), [G.nodes[o] for o in operands], attrs
+            )
+            for key in ("shape", "dtype", "batched"):
+                recorded = tuple(data[key]) if key == "shape" else data[key]
+                if recorded != info[key]:
+                    raise GraphError(
+                        f"node {name!r} ({data['op']}) records {key} {recorded!r} but its "
+                        f"operands give {info[key]!r}; was g.nx edited?"
+                    )
+
     # ------------------------------------------------------------------ files (pcgraph.io)
     def to_json(self) -> str:
         """This graph as JSON text (``spec/graph-format.md``); a callable init is refused."""
@@ -376,6 +417,88 @@ class Graph:
         from .io import graph_from_json
 
         return graph_from_json(text, source)
+
+
+_BATCHED = {"input": True, "target": True, "param": False, "const": False}
+
+
+def operands_of(G: nx.MultiDiGraph, name: str) -> tuple[str, ...]:
+    """The operands of node ``name`` in position order (each edge's ``pos``); ``GraphError``
+    when the positions are not 0, 1, ... once each.  The one place this is worked out."""
+    edges = list(G.in_edges(name, data="pos"))
+    positions = sorted(
+        pos if isinstance(pos, int) and not isinstance(pos, bool) else -1 for _, _, pos in edges
+    )
+    if positions != list(range(len(edges))):
+        raise GraphError(
+            f"node {name!r}: its incoming edges must carry operand positions 0..{len(edges) - 1} "
+            f"once each, got {[pos for _, _, pos in edges]}"
+        )
+    by_pos = {pos: src for src, _, pos in edges}
+    return tuple(by_pos[i] for i in range(len(edges)))
+
+
+def _on_host(value: Any) -> Any:
+    """A CuPy array's host copy (``.get()``); anything else as it is."""
+    return value.get() if type(value).__module__.split(".")[0] == "cupy" else value
+
+
+def _check_node(name: Any, data: Mapping[str, Any]) -> None:
+    """One node's attributes against the DSL's contract (module docstring)."""
+    if not isinstance(name, str) or not name:
+        raise GraphError(f"node names must be non-empty strings, got {name!r:.60}")
+    kind = data.get("kind")
+    if kind not in (*LEAF_KINDS, "op"):
+        raise GraphError(f"node {name!r} has kind {kind!r:.40}; expected op or {LEAF_KINDS}")
+    what = f"{kind} {name!r}"
+    if "shape" not in data:
+        raise GraphError(f"{what}: the attribute 'shape' is missing")
+    shape = data["shape"]
+    if not isinstance(shape, (tuple, list)):
+        raise GraphError(f"{what}: 'shape' must be a tuple of ints, got {shape!r:.60}")
+    _shape(shape, what)
+    dtype = data.get("dtype")
+    if dtype not in ("float", "int64"):
+        raise GraphError(f"{what}: 'dtype' must be 'float' or 'int64', got {dtype!r:.40}")
+    batched = data.get("batched")
+    if not isinstance(batched, bool):
+        raise GraphError(f"{what}: 'batched' must be True or False, got {batched!r:.40}")
+    if kind in _BATCHED and batched is not _BATCHED[kind]:
+        raise GraphError(f"{what}: a {kind} is {'' if _BATCHED[kind] else 'not '}batched")
+    if kind in ("param", "const") and dtype != "float":
+        raise GraphError(f"{what}: a {kind} has dtype 'float', got {dtype!r}")
+    if kind == "param":
+        init = data.get("init")
+        if init is not None and not callable(init) and init not in INITIALIZERS:
+            raise GraphError(f"{what}: unknown init {init!r:.40}")
+    elif kind == "const":
+        if "value" not in data:
+            raise GraphError(f"{what}: the attribute 'value' is missing")
+        import numpy as np  # the check only; the graph side imports no array library at load
+
+        value = data["value"]
+        try:
+            host = np.asarray(_on_host(value))
+        except Exception as e:  # anything NumPy cannot read is no constant
+            raise GraphError(f"{what}: 'value' is not an array ({type(e).__name__})") from None
+        if host.dtype.kind not in "biuf":
+            raise GraphError(f"{what}: 'value' must hold real numbers, got dtype {host.dtype}")
+        if tuple(host.shape) != tuple(shape):
+            raise GraphError(
+                f"{what}: 'value' has shape {host.shape} but 'shape' says {tuple(shape)}"
+            )
+        if not np.all(np.isfinite(host)):
+            raise GraphError(f"{what}: 'value' holds a NaN or infinity; constants are finite")
+    elif kind == "op":
+        if data.get("op") not in OPS:
+            raise GraphError(
+                f"node {name!r}: unknown op {data.get('op')!r:.40}; known ops: {', '.join(sorted(OPS))}"
+            )
+        attrs = data.get("attrs", {})
+        if attrs is not None and (
+            not isinstance(attrs, Mapping) or not all(isinstance(k, str) for k in attrs)
+        ):
+            raise GraphError(f"{what}: 'attrs' must be a dict with string keys, got {attrs!r:.60}")
 
 
 def _dsl_function(opdef: OpDef) -> Any:

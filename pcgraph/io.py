@@ -32,7 +32,7 @@ import networkx as nx
 import numpy as np
 
 from .errors import FileFormatError, GraphError, PCGraphError
-from .graph import LEAF_KINDS, MAX_NODE_VALUES, Graph, infer
+from .graph import LEAF_KINDS, MAX_NODE_VALUES, Graph, infer, operands_of
 from .init import INITIALIZERS
 from .ops import OPS
 
@@ -138,11 +138,11 @@ def fingerprint(obj: Any) -> str:
     """
     compiled = getattr(obj, "compiled", obj)
     if isinstance(obj, Graph):
+        obj.check()  # refuses what load_graph would refuse, naming the node
         G = obj.nx
         nodes = {}
         for n, d in G.nodes(data=True):
-            edges = sorted((pos, src) for src, _, pos in G.in_edges(n, data="pos"))
-            nodes[n] = {**d, "operands": [src for _, src in edges]}
+            nodes[n] = {**d, "operands": list(operands_of(G, n))}
         loss = G.graph.get("loss")
     elif hasattr(compiled, "nodes") and hasattr(compiled, "loss"):
         nodes = {
@@ -481,6 +481,7 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
     """
     if not isinstance(graph, Graph):
         raise GraphError(f"graph_to_dict needs a pcgraph.Graph, got {type(graph).__name__}")
+    graph.check()
     G = graph.nx
     if not nx.is_directed_acyclic_graph(G):
         raise GraphError(f"graph {graph.name!r} has a cycle; it cannot be saved")
@@ -506,12 +507,11 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
                 raise GraphError(f"const {name!r} holds a NaN or infinity; JSON cannot hold it")
             entry["value"] = value.tolist()
         elif kind == "op":
-            edges = sorted((pos, src) for src, _, pos in G.in_edges(name, data="pos"))
             entry = {
                 "name": name,
                 "kind": kind,
                 "op": d["op"],
-                "operands": [src for _, src in edges],
+                "operands": list(operands_of(G, name)),
                 "attrs": _plain(d.get("attrs") or {}),
                 "shape": list(d["shape"]),
             }

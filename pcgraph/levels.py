@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import GraphError
+from .graph import operands_of
 
 
 def _structure(obj: Any) -> tuple[dict[str, tuple[str, ...]], str]:
@@ -25,8 +26,7 @@ def _structure(obj: Any) -> tuple[dict[str, tuple[str, ...]], str]:
         G = obj.nx
         operands = {}
         for n in G.nodes:
-            edges = sorted((pos, src) for src, _, pos in G.in_edges(n, data="pos"))
-            operands[n] = tuple(src for _, src in edges)
+            operands[n] = operands_of(G, n)
         loss = G.graph.get("loss")
     elif hasattr(compiled, "nodes") and hasattr(compiled, "loss"):
         operands = {n: tuple(s.operands) for n, s in compiled.nodes.items()}

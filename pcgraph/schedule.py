@@ -139,7 +139,9 @@ class Schedule:
 
     def __str__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options)
-        runs = sum(sec.repeat * sum(not isinstance(s, Note) for s in sec.steps) for sec in self.sections)
+        runs = sum(
+            sec.repeat * sum(not isinstance(s, Note) for s in sec.steps) for sec in self.sections
+        )
         printed = sum(1 for s in self.steps if not isinstance(s, Note))
         count = f"{printed} steps" + (f", {runs} run" if runs != printed else "")
         lines = [f"schedule {self.algorithm}({opts}) of graph {self.graph!r}: {count}"]
