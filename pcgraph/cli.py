@@ -2,8 +2,10 @@
 
 Every command takes a model from the zoo (``--model NAME --model-args k=v,...``, looked up in
 ``pcgraph.models.MODELS``) or from a file (``--graph path.py:function`` or a JSON graph file).
-A bad option or input ends the command with one line ``pcgraph: error: ...`` and exit status 2
-(``--traceback`` shows the full trace instead); ``verify`` exits 1 when a check fails.
+A bad option or input ends the command with one line ``pcgraph: error: ...`` and exit status 2,
+a failure while running (a non-finite value in training, a full disk) with exit status 1, never
+with a traceback (``--traceback`` shows the full trace instead); ``verify`` exits 1 when a check
+fails.
 
 Commands are entries of ``COMMANDS`` (name -> ``Command``); a new one such as ``reproduce``
 is one more entry with its own ``configure`` and ``run``.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import errno
 import importlib
 import importlib.util
 import inspect
@@ -32,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from . import compare
-from .errors import OptionError, PCGraphError
+from . import checks, compare
+from .errors import NumericalError, OptionError, PCGraphError
+from .files import open_regular
 
 PROG = "pcgraph"
 
@@ -154,8 +158,9 @@ def _load_user_function(spec: str) -> tuple[Callable[..., Any], str]:
     if not sep or not path_text or "/" in func or "\\" in func or func.endswith(".py"):
         path_text, func = spec, "build"
     path = Path(path_text)
-    if not path.is_file():
+    if not path.exists():
         raise OptionError(f"--graph {spec!r}: no such file {str(path)!r}")
+    open_regular(path, f"--graph {spec!r}").close()  # a FIFO or a device is no Python file
     if not func.isidentifier():
         raise OptionError(f"--graph {spec!r}: {func!r} is not a function name")
     name = "pcgraph_user_" + re.sub(r"\W", "_", path.stem)
@@ -703,6 +708,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    try:
+        return checks.seed(value, "seed")
+    except OptionError:
+        raise argparse.ArgumentTypeError(f"{text} must be an int >= 0") from None
+
+
 def _finite_float(text: str) -> float:
     try:
         value = float(text)
@@ -723,7 +739,9 @@ def _model_options(p: argparse.ArgumentParser, data_default: str | None) -> None
         "--graph",
         metavar="FILE.py:FUNCTION|FILE.json",
         help="your own graph: a Python file and the function in it that returns a pc.Graph "
-        "(default function: build), or a JSON graph file written by pc.save_graph",
+        "(default function: build; the file's top-level code RUNS, as any Python import "
+        "does), or a JSON graph file written by pc.save_graph (read as data, runs no code; "
+        "neither does --model)",
     )
     g.add_argument(
         "--model-args",
@@ -778,7 +796,7 @@ def _compile_options(p: argparse.ArgumentParser, dtype: str | None = "float32") 
         )
     g.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=0,
         metavar="N",
         help="seed of the initial parameters, the batch order and random batches (default: 0)",
@@ -1106,12 +1124,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             message = str(e) if isinstance(e, PCGraphError) else _os_message(e)
             print(f"{PROG}: error: {message}", file=sys.stderr)
-            return 2
+            return 1 if _at_run_time(e) else 2
         except KeyboardInterrupt:
             if args.traceback:
                 raise
             print(f"{PROG}: interrupted", file=sys.stderr)
             return 130
+        except Exception as e:  # a fault of pcgraph's own: one line, the details on request
+            if args.traceback:
+                raise
+            print(
+                f"{PROG}: internal error: {type(e).__name__}: {e} (run again with --traceback "
+                "for the details, and please report it)",
+                file=sys.stderr,
+            )
+            return 1
+
+
+def _at_run_time(e: BaseException) -> bool:
+    """Whether ``e`` is a failure while running (exit status 1), not bad input (2): a
+    non-finite value in training, or a full or failing disk."""
+    if isinstance(e, NumericalError):
+        return True
+    run_time = (errno.ENOSPC, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return isinstance(e, OSError) and e.errno in run_time
 
 
 def _silence_stdout() -> None:

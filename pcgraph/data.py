@@ -8,6 +8,7 @@ scikit-learn, ``mnist()`` reads files (IDX, raw or gzipped, or CSV) or the copy 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.util
 import math
@@ -24,6 +25,7 @@ import numpy as np
 
 from . import checks
 from .errors import FileFormatError, OptionError
+from .files import atomic_write, open_regular
 
 PathLike = Union[str, "os.PathLike[str]"]
 Seed = Union[int, Sequence[int], None]
@@ -224,11 +226,17 @@ _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 _MAX_BYTES = 1 << 32  # refuse a header that declares more than 4 GiB before reading on
 
 
-def _open_maybe_gzip(path: Path) -> Any:
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    # Decide on the content, not the name: a renamed .gz still reads.
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+@contextlib.contextmanager
+def _open_maybe_gzip(path: Path) -> Iterator[Any]:
+    with open_regular(path, "read_idx") as raw:  # a FIFO or a device is refused before any read
+        magic = raw.read(2)
+        raw.seek(0)
+        # Decide on the content, not the name: a renamed .gz still reads.
+        if magic != b"\x1f\x8b":
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+            yield unzipped
 
 
 def read_idx(path: PathLike) -> np.ndarray:
@@ -283,7 +291,8 @@ def write_idx(path: PathLike, array: np.ndarray, compress: bool | None = None) -
     )
     path = Path(path)
     compress = path.suffix == ".gz" if compress is None else compress
-    path.write_bytes(gzip.compress(data) if compress else data)
+    payload = gzip.compress(data) if compress else data
+    atomic_write(path, lambda f: f.write(payload))
 
 
 def _images_labels(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -306,13 +315,11 @@ def read_mnist_csv(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Images ``(N, 28, 28)`` float32 in [0, 1] and labels ``(N,)`` int64 from a CSV file with
     one example per row: the label, then 784 pixel values 0..255; a header row is optional."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            first = f.readline()
-    except FileNotFoundError:
-        raise FileFormatError(f"{path}: no such file") from None
-    except OSError as e:
-        raise FileFormatError(f"{path}: cannot read it ({e})") from None
+    with open_regular(path, "read_mnist_csv") as f:  # a FIFO or a device is refused
+        try:
+            first = f.readline(1 << 16)
+        except OSError as e:
+            raise FileFormatError(f"{path}: cannot read it ({e})") from None
     field = first.split(b",", 1)[0].strip()
     header = 0 if field.replace(b".", b"", 1).isdigit() else 1
     if not first.strip():

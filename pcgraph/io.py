@@ -14,16 +14,13 @@ the DSL could have built.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
 import numbers
 import os
-import tempfile
 import zipfile
-import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Union
@@ -32,6 +29,7 @@ import networkx as nx
 import numpy as np
 
 from .errors import FileFormatError, GraphError, PCGraphError
+from .files import as_path, atomic_write, atomic_write_text, open_regular, read_bounded
 from .graph import LEAF_KINDS, MAX_NODE_VALUES, Graph, infer, operands_of
 from .init import INITIALIZERS
 from .ops import OPS
@@ -42,51 +40,6 @@ CHECKPOINT_FORMAT = "pcgraph-checkpoint"
 GRAPH_FORMAT = "pcgraph-graph"
 VERSION = 1
 MAX_GRAPH_BYTES = 256 << 20  # a graph file larger than this is refused before parsing
-
-
-# --------------------------------------------------------------------------- atomic writes
-def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file so that ``path`` holds either its old content or the complete new one.
-
-    ``write`` fills a temporary file in the same directory, which is flushed, fsynced and then
-    renamed over ``path`` (``os.replace`` is atomic within a file system); the directory is
-    fsynced too so the rename survives a crash.  On any error the temporary file is removed.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        # Name the folder the user gave, not the temporary file mkstemp would report.
-        raise FileNotFoundError(errno.ENOENT, "no such directory", str(folder))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # BaseException: a KeyboardInterrupt mid-write must not leave the temporary file behind.
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open a directory; the rename is still atomic
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-    return path
-
-
-def atomic_write_text(path: PathLike, text: str) -> Path:
-    """``atomic_write`` of UTF-8 text."""
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -189,22 +142,38 @@ def _is_array(value: Any) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, np.generic)
 
 
-def _json_safe(value: Any, where: str) -> Any:
-    """``value`` checked to be plain JSON data (dicts with string keys, lists, numbers, text)."""
+MAX_DEPTH = 32  # nesting of lists and dicts in checkpoint metadata and optimiser state
+MAX_INT = 2**63 - 1  # integers in checkpoint metadata: 64-bit, as other JSON readers take them
+
+
+def _json_safe(value: Any, where: str, depth: int = 0) -> Any:
+    """``value`` checked to be plain JSON data (dicts with string keys, lists, numbers, text),
+    nested at most ``MAX_DEPTH`` deep (a structure that contains itself never ends)."""
+    if depth > MAX_DEPTH:
+        raise FileFormatError(
+            f"{where}: nested more than {MAX_DEPTH} levels deep (or it contains itself)"
+        )
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, numbers.Integral):
+        if not -MAX_INT - 1 <= value <= MAX_INT:
+            raise FileFormatError(
+                f"{where}: an integer of {int(value).bit_length()} bits does not fit in 64 bits"
+            )
         return int(value)
     if isinstance(value, numbers.Real):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise FileFormatError(f"{where}: {value!r:.40} is too large for a float") from None
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v, where) for v in value]
+        return [_json_safe(v, where, depth + 1) for v in value]
     if isinstance(value, Mapping):
         if not all(isinstance(k, str) for k in value):
             raise FileFormatError(f"{where}: dictionary keys must be strings")
-        return {k: _json_safe(v, f"{where}.{k}") for k, v in value.items()}
+        return {k: _json_safe(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
     raise FileFormatError(
         f"{where}: {type(value).__name__} cannot be stored in a checkpoint (only arrays, "
         "numbers, text, lists and dicts)"
@@ -243,7 +212,11 @@ def save(
             raise FileFormatError(f"parameter names must be strings, got {name!r}")
         param_entries.append({"name": name, **store(value, f"param {name!r}")})
 
-    def tree(value: Any, where: str) -> Any:
+    def tree(value: Any, where: str, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise FileFormatError(
+                f"{where}: nested more than {MAX_DEPTH} levels deep (or it contains itself)"
+            )
         if _is_array(value):
             return store(value, where)
         if isinstance(value, Mapping):
@@ -251,10 +224,10 @@ def save(
                 raise FileFormatError(f"{where}: dictionary keys must be strings")
             if "__array__" in value:
                 raise FileFormatError(f"{where}: the key '__array__' is reserved")
-            return {k: tree(v, f"{where}[{k!r}]") for k, v in value.items()}
+            return {k: tree(v, f"{where}[{k!r}]", depth + 1) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return [tree(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return _json_safe(value, where)
+            return [tree(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+        return _json_safe(value, where, depth)
 
     manifest = {
         "format": CHECKPOINT_FORMAT,
@@ -272,15 +245,6 @@ def save(
         np.savez(f, manifest=np.array(text), **arrays)
 
     return atomic_write(path, write)
-
-
-def _path(path: Any, what: str) -> Path:
-    """``path`` as a ``Path``: a str or an ``os.PathLike`` (None, a number or a list is not)."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise FileFormatError(
-            f"{what}: the path must be a file name (str or os.PathLike), got {path!r:.60}"
-        )
-    return Path(path)
 
 
 def _fail(path: Path, msg: str) -> FileFormatError:
@@ -318,17 +282,13 @@ def load(path: PathLike, program: Any = None) -> Checkpoint:
     arrays of the program's dtype.  Without it they are NumPy arrays as stored.  A missing,
     truncated, corrupted or foreign file raises ``FileFormatError`` naming the file and fault.
     """
-    path = _path(path, "load")
-    if not path.is_file():
-        raise _fail(path, "no such file")
-    try:
-        file = open(path, "rb")  # ours to close: np.load leaks its own on a truncated zip
-    except OSError as e:
-        raise _fail(path, f"cannot be opened ({e})") from None
-    with file:
+    path = as_path(path, "load")
+    # Ours to close (np.load leaks its own on a truncated zip); a FIFO or device is refused.
+    with open_regular(path, "load") as file:
+        size = os.fstat(file.fileno()).st_size
         try:
             archive = np.load(file, allow_pickle=False)
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        except Exception as e:  # any failure to parse a foreign or damaged file
             raise _fail(
                 path, f"not a readable .npz checkpoint (truncated or corrupted? {e})"
             ) from None
@@ -336,27 +296,66 @@ def load(path: PathLike, program: Any = None) -> Checkpoint:
             raise _fail(path, "holds a single array, not a pcgraph checkpoint archive")
         try:
             with archive:
-                return _load_archive(path, archive, program)
+                return _load_archive(path, archive, program, size)
         except PCGraphError:
             raise
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error) as e:
-            # Reading a member checks its CRC-32: corruption anywhere in the data lands here.
+        except Exception as e:
+            # Reading a member checks its CRC-32, and the zip and .npy layers raise many kinds of
+            # exception on damaged data (an unknown compression method, an 'encrypted' flag, a
+            # header that does not tokenize): each is a file that cannot be read.
             raise _fail(path, f"unreadable or corrupted ({type(e).__name__}: {e})") from None
 
 
-def _load_archive(path: Path, archive: Any, program: Any) -> Checkpoint:
-    manifest = _read_manifest(path, archive)
-    used: set[str] = set()
+def _member(path: Path, archive: Any, key: str, size: int) -> np.ndarray:
+    """One array of the archive, read only after its header proves it fits: stored (not
+    compressed, as ``save`` writes it), numeric, and exactly as long as its header says, so no
+    claim in the file makes ``load`` allocate more than the file holds."""
+    info = archive.zip.getinfo(f"{key}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise _fail(path, f"array {key!r} is compressed; pcgraph checkpoints store arrays as is")
+    if info.file_size > size:
+        raise _fail(path, f"array {key!r} claims {info.file_size} bytes, more than the file has")
+    with archive.zip.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise _fail(path, f"array {key!r}: .npy format version {version} is not read")
+        if dtype.hasobject or dtype.kind not in "biuf":
+            raise _fail(path, f"array {key!r} of dtype {dtype} is not numeric")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if f.tell() + nbytes != info.file_size:
+            raise _fail(
+                path,
+                f"array {key!r}: its header declares shape {shape}, which its size does not hold",
+            )
+        data = bytearray(f.read(nbytes))  # writable: parameters are updated in place
+    order = "F" if fortran else "C"
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
 
-    def fetch(entry: Any, where: str) -> np.ndarray:
+
+def _load_archive(path: Path, archive: Any, program: Any, size: int) -> Checkpoint:
+    manifest = _read_manifest(path, archive)
+    if program is not None:
+        _check_graph(path, manifest, program)
+    used: set[str] = set()
+    expected = (
+        {} if program is None else {p: program.compiled.nodes[p].shape for p in program.params}
+    )
+
+    def fetch(entry: Any, where: str, shape: tuple | None = None) -> np.ndarray:
         if not isinstance(entry, dict) or not isinstance(entry.get("__array__"), str):
             raise _fail(path, f"{where}: malformed array entry in the manifest")
         key = entry["__array__"]
         if key not in archive.files or key == "manifest":
             raise _fail(path, f"{where}: array {key!r} is missing from the archive")
-        value = archive[key]
-        if value.dtype.kind not in "biuf":
-            raise _fail(path, f"{where}: array of dtype {value.dtype} is not numeric")
+        if shape is not None and entry.get("shape") != list(shape):
+            declared = entry.get("shape")
+            declared = tuple(declared) if isinstance(declared, list) else declared
+            raise _fail(path, f"{where} has shape {declared!r:.60}, the graph wants {shape}")
+        value = _member(path, archive, key, size)
         if list(value.shape) != entry.get("shape"):
             raise _fail(
                 path,
@@ -370,7 +369,7 @@ def _load_archive(path: Path, archive: Any, program: Any) -> Checkpoint:
         name = entry.get("name") if isinstance(entry, dict) else None
         if not isinstance(name, str) or name in params:
             raise _fail(path, f"parameter entry {i} has a missing or repeated name")
-        value = fetch(entry, f"param {name!r}")
+        value = fetch(entry, f"param {name!r}", expected.get(name))
         if value.dtype.kind != "f":
             raise _fail(path, f"param {name!r} has dtype {value.dtype}, not floating point")
         params[name] = value
@@ -408,16 +407,21 @@ def _load_archive(path: Path, archive: Any, program: Any) -> Checkpoint:
     return ckpt
 
 
+def _check_graph(path: Path, manifest: dict, program: Any) -> None:
+    """Refuse a checkpoint written for another graph, before reading any array."""
+    theirs, mine = manifest.get("fingerprint"), fingerprint(program)
+    if theirs is not None and theirs != mine:
+        raise _fail(
+            path,
+            f"checkpoint is for graph {manifest.get('graph')!r:.60} (fingerprint "
+            f"{str(theirs)[:12]}), not for graph {program.name!r} (fingerprint {mine[:12]}): "
+            "their structures differ",
+        )
+
+
 def _bind(ckpt: Checkpoint, program: Any) -> None:
     """Check ``ckpt`` against ``program`` and move its arrays to the program's backend."""
     path = ckpt.path
-    mine = fingerprint(program)
-    if ckpt.fingerprint is not None and ckpt.fingerprint != mine:
-        raise _fail(
-            path,
-            f"checkpoint is for graph {ckpt.graph!r} (fingerprint {ckpt.fingerprint[:12]}), "
-            f"not for graph {program.name!r} (fingerprint {mine[:12]}): their structures differ",
-        )
     missing = [p for p in program.params if p not in ckpt.params]
     extra = [p for p in ckpt.params if p not in program.params]
     if missing or extra:
@@ -732,18 +736,8 @@ def save_graph(path: PathLike, graph: Graph) -> Path:
 
 def load_graph(path: PathLike) -> Graph:
     """Read a JSON graph file; ``FileFormatError`` names the file, the node and the fault."""
-    path = _path(path, "load_graph")
-    try:
-        size = path.stat().st_size
-        if size > MAX_GRAPH_BYTES:
-            raise FileFormatError(f"{path}: larger than {MAX_GRAPH_BYTES} bytes")
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise FileFormatError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise FileFormatError(f"{path}: is a directory, not a graph file") from None
-    except OSError as e:
-        raise FileFormatError(f"{path}: cannot read it ({e})") from None
+    path = as_path(path, "load_graph")
+    raw = read_bounded(path, MAX_GRAPH_BYTES, "load_graph")
     return graph_from_json(raw, source=str(path))
 
 

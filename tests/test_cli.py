@@ -361,6 +361,15 @@ ERRORS = [
     (["draw", "--graph", "tiny.py"], "--out"),
     (["schedule", "--graph", "bad.json"], "bad.json: not valid JSON"),
     (["bogus"], "invalid choice: 'bogus'"),
+    (["train", "--graph", "tiny.py", "--seed", "-1"], "argument --seed: -1 must be an int >= 0"),
+    (["train", "--graph", "tiny.py", "--seed", "1.5"], "argument --seed: '1.5' is not an integer"),
+    (
+        ["train", "--graph", "tiny.py", "--algorithm", "zil", "--algo-option", "noise_seed=-1"],
+        "noise_seed=-1 must be an int >= 0",
+    ),
+    (["train", "--graph", "tiny.py", "--out", "/dev/null"], "/dev/null"),
+    (["schedule", "--graph", "pipe.json"], "pipe.json: a FIFO (named pipe), not a regular file"),
+    (["schedule", "--graph", "pipe.py"], "pipe.py: a FIFO (named pipe), not a regular file"),
 ]
 
 
@@ -369,6 +378,8 @@ ERRORS = [
 )
 def test_errors_are_one_line(model: str, tmp_path: Path, argv: list, expected: str, capsys) -> None:  # noqa: ANN001
     (tmp_path / "bad.json").write_text("{oops")
+    for name in ("pipe.json", "pipe.py"):
+        os.mkfifo(tmp_path / name)  # no writer: reading would block forever
     code, out, err = run(argv, capsys)
     assert code == 2
     lines = err.strip().splitlines()
@@ -382,6 +393,35 @@ def test_zoo_missing_or_unknown_model(model: str, capsys, monkeypatch) -> None: 
     monkeypatch.setitem(sys.modules, "pcgraph.models", None)  # import fails like a missing module
     code, _, err = run(["schedule", "--model", "mlp"], capsys)
     assert code == 2 and "pcgraph: error:" in err
+
+
+def test_a_full_disk_is_a_run_time_failure_named_in_one_line(
+    model: str,
+    tmp_path: Path,
+    capsys,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    import errno
+
+    import pcgraph.io
+
+    def no_space(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pcgraph.io, "save", no_space)
+    code, _, err = run(["train", "--graph", "tiny.py", "--epochs", "1", "--out", "r"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert "r/checkpoint.npz: No space left on device" in lines[0]
+
+
+def test_an_internal_fault_is_one_line_pointing_at_traceback(
+    model: str, capsys, monkeypatch
+) -> None:  # noqa: ANN001
+    failing = dataclasses.replace(cli.COMMANDS["schedule"], run=lambda args: 1 / 0)
+    monkeypatch.setitem(cli.COMMANDS, "schedule", failing)
+    code, _, err = run(["schedule", "--graph", "tiny.py"], capsys)
+    assert code == 1 and "internal error: ZeroDivisionError" in err and "--traceback" in err
 
 
 def test_traceback_flag_shows_the_error(model: str) -> None:
