@@ -113,8 +113,9 @@ def fast_reductions(module: Any) -> dict[str, Any]:
         "sum": lambda x, /, *, axis=None, dtype=None, keepdims=False: add(
             x, axis=axis, dtype=dtype, keepdims=keepdims
         ),
-        "mean": lambda x, /, *, axis=None, keepdims=False: add(x, axis=axis, keepdims=keepdims)
-        / _count(x, axis),
+        "mean": lambda x, /, *, axis=None, keepdims=False: (
+            add(x, axis=axis, keepdims=keepdims) / _count(x, axis)
+        ),
         "reshape": lambda x, /, shape, *, copy=None: x.reshape(shape),
         "permute_dims": lambda x, /, axes: x.transpose(axes),
     }

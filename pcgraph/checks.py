@@ -75,7 +75,10 @@ def real(
     value = _scalar(value, what)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise OptionError(f"{what}={value!r:.60} must be a number")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise OptionError(f"{what}: {value.bit_length()}-bit integer is too large") from None
     ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
     if not ok:
         bounds = []

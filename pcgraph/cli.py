@@ -456,7 +456,10 @@ def _out_dir(args: argparse.Namespace, default: str) -> Path:
     out = Path(args.out) if args.out else Path("runs") / re.sub(r"[^\w.-]", "_", default)
     if out.exists() and not out.is_dir():
         raise OptionError(f"--out {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OptionError(f"--out {str(out)!r}: cannot make the directory: {e.strerror}") from None
     return out
 
 
@@ -705,6 +708,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    if value > checks.MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text} is above the ceiling of {checks.MAX_COUNT:,}")
     return value
 
 

@@ -90,8 +90,6 @@ def analyse(graph: Graph) -> Compiled:
     loss = G.graph.get("loss")
     if loss is None:
         raise GraphError(f"graph {graph.name!r} has no loss: call g.set_loss(node)")
-    if loss not in G:
-        raise GraphError(f"the loss node {loss!r} is no longer in graph {graph.name!r}")
 
     nodes: dict[str, NodeSpec] = {}
     for name in nx.lexicographical_topological_sort(G, key=str):

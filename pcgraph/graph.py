@@ -89,7 +89,7 @@ def infer(
         shape = tuple(op.shape(shapes, batched, **canon))
         if op.check_dtypes:
             op.check_dtypes(shapes, dtypes)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         raise fail(str(e)) from None
     dtype = "int64" if op.structural and all(d == "int64" for d in dtypes) else "float"
     if dtype == "float" and "int64" in dtypes and op.structural:
@@ -227,7 +227,11 @@ class Graph:
         """A trainable parameter (no batch axis); ``init`` is a name in ``pc.init.INITIALIZERS``
         or a callable ``(rng, shape) -> array``; by default glorot_uniform for rank >= 2, else zeros."""
         shp = _shape(shape, f"param {name!r}")
-        if init is not None and not callable(init) and init not in INITIALIZERS:
+        if (
+            init is not None
+            and not callable(init)
+            and not (isinstance(init, str) and init in INITIALIZERS)
+        ):
             raise GraphError(
                 f"param {name!r}: unknown init {init!r}; use a callable (rng, shape) -> array or "
                 f"one of {', '.join(INITIALIZERS)}"
@@ -374,6 +378,16 @@ class Graph:
             )
         for name, data in G.nodes(data=True):
             _check_node(name, data)
+        loss = G.graph.get("loss")
+        if loss is not None and (not isinstance(loss, str) or loss not in G):
+            raise GraphError(
+                f"graph {self.name!r}: its loss {loss!r:.60} is not a node of the graph; "
+                "was the loss node removed or renamed in g.nx?"
+            )
+        if loss is not None and (
+            tuple(G.nodes[loss]["shape"]) != () or not G.nodes[loss]["batched"]
+        ):
+            raise GraphError(f"graph {self.name!r}: its loss {loss!r} is no batched scalar")
         if not nx.is_directed_acyclic_graph(G):
             cycle = " -> ".join(str(u) for u, _, *_ in nx.find_cycle(G))
             raise GraphError(f"graph {self.name!r} has a cycle: {cycle}")
@@ -448,7 +462,9 @@ def _check_node(name: Any, data: Mapping[str, Any]) -> None:
     if not isinstance(name, str) or not name:
         raise GraphError(f"node names must be non-empty strings, got {name!r:.60}")
     kind = data.get("kind")
-    if kind not in (*LEAF_KINDS, "op"):
+    # Every membership test is guarded by a type test: an array or a list in an attribute
+    # must give a GraphError, not NumPy's ambiguous-truth error or an unhashable TypeError.
+    if not isinstance(kind, str) or kind not in (*LEAF_KINDS, "op"):
         raise GraphError(f"node {name!r} has kind {kind!r:.40}; expected op or {LEAF_KINDS}")
     what = f"{kind} {name!r}"
     if "shape" not in data:
@@ -458,7 +474,7 @@ def _check_node(name: Any, data: Mapping[str, Any]) -> None:
         raise GraphError(f"{what}: 'shape' must be a tuple of ints, got {shape!r:.60}")
     _shape(shape, what)
     dtype = data.get("dtype")
-    if dtype not in ("float", "int64"):
+    if not isinstance(dtype, str) or dtype not in ("float", "int64"):
         raise GraphError(f"{what}: 'dtype' must be 'float' or 'int64', got {dtype!r:.40}")
     batched = data.get("batched")
     if not isinstance(batched, bool):
@@ -469,7 +485,11 @@ def _check_node(name: Any, data: Mapping[str, Any]) -> None:
         raise GraphError(f"{what}: a {kind} has dtype 'float', got {dtype!r}")
     if kind == "param":
         init = data.get("init")
-        if init is not None and not callable(init) and init not in INITIALIZERS:
+        if (
+            init is not None
+            and not callable(init)
+            and not (isinstance(init, str) and init in INITIALIZERS)
+        ):
             raise GraphError(f"{what}: unknown init {init!r:.40}")
     elif kind == "const":
         if "value" not in data:
@@ -490,7 +510,8 @@ def _check_node(name: Any, data: Mapping[str, Any]) -> None:
         if not np.all(np.isfinite(host)):
             raise GraphError(f"{what}: 'value' holds a NaN or infinity; constants are finite")
     elif kind == "op":
-        if data.get("op") not in OPS:
+        op = data.get("op")
+        if not isinstance(op, str) or op not in OPS:
             raise GraphError(
                 f"node {name!r}: unknown op {data.get('op')!r:.40}; known ops: {', '.join(sorted(OPS))}"
             )

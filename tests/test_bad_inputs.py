@@ -296,7 +296,7 @@ CASES: list[tuple[str, Callable[[], Any], type, str]] = [
         "loss removed",
         edited(lambda g: g.nx.remove_node("loss")),
         pc.GraphError,
-        "loss node 'loss' is no longer",
+        "its loss 'loss' is not a node of the graph",
     ),
     # compiling
     (

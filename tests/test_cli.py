@@ -368,6 +368,14 @@ ERRORS = [
         "noise_seed=-1 must be an int >= 0",
     ),
     (["train", "--graph", "tiny.py", "--out", "/dev/null"], "/dev/null"),
+    (
+        ["train", "--graph", "tiny.py", "--out", "/proc/no/such"],
+        "--out '/proc/no/such': cannot make the directory",
+    ),
+    (
+        ["train", "--graph", "tiny.py", "--epochs", "10000000000"],
+        "argument --epochs: 10000000000 is above the ceiling of 1,000,000",
+    ),
     (["schedule", "--graph", "pipe.json"], "pipe.json: a FIFO (named pipe), not a regular file"),
     (["schedule", "--graph", "pipe.py"], "pipe.py: a FIFO (named pipe), not a regular file"),
 ]

@@ -195,3 +195,163 @@ def test_zil_equals_backprop_on_every_valid_random_graph(made: tuple, data: st.D
         a, b = pc.to_numpy(zil[k]), pc.to_numpy(bp[k])
         if np.all(np.isfinite(b)) and np.max(np.abs(b), initial=0) < 1e6:
             assert np.allclose(a, b, rtol=1e-9, atol=1e-12), k
+
+
+# ------------------------------------------------------------------ hostile inputs
+# Values a careless or hostile caller may put anywhere: each must give a typed error or work.
+ODD_VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    2**70,
+    1.5,
+    float("nan"),
+    float("inf"),
+    "x",
+    "",
+    (),
+    (0,),
+    (2, -1),
+    ("3",),
+    [1, 2],
+    {"a": 1},
+    np.float32(0.1),
+    np.int64(3),
+    np.ones(2),
+    np.array(1j),
+    np.array(["a"]),
+    object(),
+]
+NODE_KEYS = ["kind", "op", "shape", "dtype", "batched", "attrs", "value", "init"]
+
+
+def _base_graph() -> pc.Graph:
+    g = pc.Graph("base")
+    x = g.input("x", (3,))
+    h = pc.tanh(pc.linear(x, g.param("W", (3, 2)), g.param("b", (2,))) * g.const(2.0, name="c"))
+    g.set_loss(pc.softmax_cross_entropy(h, g.target("y", (), dtype="int64"), name="loss"))
+    return g
+
+
+@given(st.data())
+def test_random_edits_of_the_networkx_graph_give_a_typed_error_or_a_valid_graph(
+    data: st.DataObject,
+) -> None:
+    g = _base_graph()
+    names = list(g.nx.nodes)
+    for _ in range(data.draw(st.integers(1, 3))):
+        what = data.draw(st.sampled_from(["set", "drop", "edge", "unedge", "relabel"]))
+        node = data.draw(st.sampled_from(names))
+        if node not in g.nx:
+            continue
+        if what == "set":
+            g.nx.nodes[node][data.draw(st.sampled_from(NODE_KEYS))] = data.draw(
+                st.sampled_from(ODD_VALUES)
+            )
+        elif what == "drop":
+            g.nx.nodes[node].pop(data.draw(st.sampled_from(NODE_KEYS)), None)
+        elif what == "edge":
+            other = data.draw(st.sampled_from(names))
+            if other in g.nx:
+                g.nx.add_edge(other, node, pos=data.draw(st.sampled_from(ODD_VALUES)))
+        elif what == "unedge":
+            edges = list(g.nx.in_edges(node, keys=True))
+            if edges:
+                g.nx.remove_edge(*data.draw(st.sampled_from(edges)))
+        else:
+            new = data.draw(st.sampled_from([7, ("t",), "", "fresh"]))
+            attempt(nx_relabel, g, node, new)
+    with np.errstate(all="ignore"):
+        prog = attempt(pc.compile, g, dtype="float64")
+        text = attempt(g.to_json)
+        attempt(pc.fingerprint, g)
+    if text is not None:  # what could be saved must load and compile alike
+        again = pc.Graph.from_json(text)
+        assert (attempt(pc.compile, again) is None) == (prog is None)
+
+
+def nx_relabel(g: pc.Graph, old: Any, new: Any) -> None:
+    import networkx as nx
+
+    nx.relabel_nodes(g.nx, {old: new}, copy=False)
+
+
+@given(st.data())
+def test_random_feeds_params_and_options_give_a_typed_error_and_apply_nothing(
+    data: st.DataObject,
+) -> None:
+    prog = pc.compile(_base_graph(), dtype=data.draw(st.sampled_from(["float32", "float64"])))
+    params = prog.init_params(0)
+    before = {k: v.copy() for k, v in params.items()}
+    batch: dict[str, Any] = {
+        "x": np.ones((4, 3), dtype=np.float32),
+        "y": np.zeros(4, dtype=np.int64),
+    }
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(["x", "y", "W", "bogus", 3]))
+        batch[key] = data.draw(st.sampled_from(ODD_VALUES + [np.ones((4, 3)), np.arange(4)]))
+    bad_params = dict(params)
+    if data.draw(st.booleans()):
+        bad_params[data.draw(st.sampled_from(["W", "b", "extra"]))] = data.draw(
+            st.sampled_from(ODD_VALUES)
+        )
+    options = {
+        data.draw(st.sampled_from(OPTION_NAMES + ["alpha", "eps"])): data.draw(
+            st.sampled_from(ODD_VALUES + OPTION_VALUES)
+        )
+        for _ in range(data.draw(st.integers(0, 2)))
+    }
+    algorithm = data.draw(st.sampled_from([*ALGORITHMS, ["bp"], None]))
+    opt = attempt(
+        data.draw(st.sampled_from([pc.optim.SGD, pc.optim.Adam])),
+        lr=data.draw(st.sampled_from([0.1, *ODD_VALUES])),
+    )
+    stepped = None
+    with np.errstate(all="ignore"):
+        attempt(prog.grads, bad_params, batch, algorithm, **options)
+        if opt is not None:
+            stepped = attempt(
+                prog.train_step, bad_params, batch, algorithm, optimizer=opt, **options
+            )
+    if stepped is None:  # refused, or never tried: not one parameter may have moved
+        for k in params:
+            assert np.array_equal(params[k], before[k], equal_nan=True), k
+
+
+@given(data=st.data())
+def test_damaged_checkpoints_and_graph_files_give_a_typed_error_or_load(
+    tmp_path_factory: Any, data: st.DataObject
+) -> None:
+    folder = tmp_path_factory.mktemp("files")
+    g = _base_graph()
+    prog = pc.compile(g)
+    good = {
+        "ck.npz": pc.save(folder / "ck.npz", prog.init_params(0), {"step": 1}, {"m": [1]}, prog),
+        "g.json": pc.save_graph(folder / "g.json", g),
+    }
+    name = data.draw(st.sampled_from(sorted(good)))
+    raw = bytearray(good[name].read_bytes())
+    how = data.draw(st.sampled_from(["flip", "cut", "splice", "noise"]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    if how == "flip":
+        for i in rng.integers(0, len(raw), size=data.draw(st.integers(1, 8))):
+            raw[i] = int(rng.integers(0, 256))
+    elif how == "cut":
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    elif how == "splice":
+        at = data.draw(st.integers(0, len(raw)))
+        raw[at:at] = (
+            rng.integers(0, 256, size=data.draw(st.integers(1, 64))).astype(np.uint8).tobytes()
+        )
+    else:
+        raw = bytearray(
+            rng.integers(0, 256, size=data.draw(st.integers(0, 512))).astype(np.uint8).tobytes()
+        )
+    bad = folder / f"bad-{name}"
+    bad.write_bytes(bytes(raw))
+    if name == "ck.npz":
+        attempt(pc.load, bad)
+        attempt(pc.load, bad, prog)
+    else:
+        attempt(pc.load_graph, bad)
