@@ -63,6 +63,10 @@ EDITS = {
     "a zero-sized param": (_set("W", shape=(3, 0)), "shape must hold positive ints"),
     "a negative param dim": (_set("W", shape=(-3, 2)), "shape must hold positive ints"),
     "an unknown init": (_set("W", init="fancy"), "unknown init 'fancy'"),
+    "an op on an input": (
+        _set("x", op=np.float32(0.1)),
+        "input 'x': only op nodes carry 'op' or 'attrs'",
+    ),
     "an edge without a position": (
         lambda g: g.nx.add_edge("c", "loss", pos="2"),
         "'pos', got '2'",
