@@ -481,7 +481,9 @@ def _check_node(name: Any, data: Mapping[str, Any]) -> None:
         raise GraphError(f"{what}: 'batched' must be True or False, got {batched!r:.40}")
     if kind in _BATCHED and batched is not _BATCHED[kind]:
         raise GraphError(f"{what}: a {kind} is {'' if _BATCHED[kind] else 'not '}batched")
-    if kind != "op" and (data.get("op") is not None or data.get("attrs")):
+    stray_attrs = data.get("attrs")
+    no_attrs = stray_attrs is None or (isinstance(stray_attrs, Mapping) and not stray_attrs)
+    if kind != "op" and (data.get("op") is not None or not no_attrs):
         raise GraphError(f"{what}: only op nodes carry 'op' or 'attrs'")
     if kind in ("param", "const") and dtype != "float":
         raise GraphError(f"{what}: a {kind} has dtype 'float', got {dtype!r}")

@@ -67,6 +67,7 @@ EDITS = {
         _set("x", op=np.float32(0.1)),
         "input 'x': only op nodes carry 'op' or 'attrs'",
     ),
+    "attrs on an input": (_set("x", attrs=np.ones(2)), "input 'x': only op nodes carry"),
     "an edge without a position": (
         lambda g: g.nx.add_edge("c", "loss", pos="2"),
         "'pos', got '2'",
