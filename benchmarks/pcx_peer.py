@@ -38,6 +38,7 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+import pcx as px
 import pcx.functional as pxf
 import pcx.nn as pxnn
 import pcx.predictive_coding as pxc
@@ -46,13 +47,18 @@ import pcx.utils as pxu
 
 class PcxMLP(pxc.EnergyModule):
     """``pcgraph.models.mlp(sizes, activation="relu")`` as a PCX energy module, for one example
-    (PCX batches by ``vmap``)."""
+    (PCX batches by ``vmap``).  ``per_layer``: one vode per hidden layer, after the activation,
+    as PCX's tutorials write it (``x = vode(act(linear(x)))``, e.g. liukidar/pcx
+    examples/discriminative_experiments/MLP/mnist/PC_SE.py at 5aa614de): pcgraph's
+    ``value_nodes="layers"``.  Otherwise two (the linear output, then the relu): pcgraph's
+    default value nodes fc{i} and relu_{i}."""
 
-    def __init__(self, sizes: Sequence[int]) -> None:
+    def __init__(self, sizes: Sequence[int], per_layer: bool = False) -> None:
         super().__init__()
+        self.per_layer = px.static(per_layer)  # a static: branching on it at trace time
         self.layers = [pxnn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
-        # Two vodes per hidden layer (linear, then relu): pcgraph's value nodes fc{i}, relu_{i}.
-        self.vodes = [pxc.Vode() for _ in range(2 * (len(sizes) - 2))]
+        per = 1 if per_layer else 2
+        self.vodes = [pxc.Vode() for _ in range(per * (len(sizes) - 2))]
         self.out = pxc.Vode(pxc.ce_energy)
         # 'frozen' is PCX's convention (an attribute the inference mask tests): the output vode
         # holds the label and is not relaxed, like pcgraph's clamped output vertex.
@@ -60,8 +66,11 @@ class PcxMLP(pxc.EnergyModule):
 
     def __call__(self, x: jax.Array, y: jax.Array | None) -> jax.Array:
         for i, layer in enumerate(self.layers[:-1]):
-            x = self.vodes[2 * i](layer(x))
-            x = self.vodes[2 * i + 1](jax.nn.relu(x))
+            if self.per_layer.get():
+                x = self.vodes[i](jax.nn.relu(layer(x)))
+            else:
+                x = self.vodes[2 * i](layer(x))
+                x = self.vodes[2 * i + 1](jax.nn.relu(x))
         self.out(self.layers[-1](x))
         if y is not None:
             self.out.set("h", y)
@@ -128,6 +137,37 @@ def _train_step(
     return energy
 
 
+@pxf.jit(static_argnums=0)
+def _ipc_step(
+    steps: int,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    model: PcxMLP,
+    optim_w: pxu.Optim,
+    optim_h: pxu.Optim,
+) -> jax.Array:
+    """Incremental PC as PCX's ``train_on_batch_ipc`` writes it (liukidar/pcx
+    examples/autoencoders/linear/pc_decoder.py at 3bc008af): after the feed-forward
+    initialisation, ``steps`` times one gradient of the energy in the free vodes and the weights
+    together, then a step of each optimiser; no separate learning step."""
+    classes = model.layers[-1].nn.weight.shape[0]
+    with pxu.step(model, (pxc.STATUS.INIT, None), clear_params=pxc.VodeParam.Cache):
+        _forward(x, jax.nn.one_hot(y, classes, dtype=x.dtype), model=model)
+    optim_h.init(_values()(model))
+    both = _values() | pxu.M(pxnn.LayerParam)
+    energy = None
+    for _ in range(steps):
+        with pxu.step(model, clear_params=pxc.VodeParam.Cache):
+            (energy, _), g = pxf.value_and_grad(both.to([False, True]), has_aux=True)(_energy)(
+                x, model=model
+            )
+        optim_h.step(model, g["model"], allow_none=True)
+        optim_w.step(model, g["model"], scale_by=1.0 / x.shape[0], allow_none=True)
+    optim_h.clear()
+    return energy
+
+
 class PcxPeer:
     """PCX's IL training step on the relu MLP ``sizes``, from pcgraph's weights ``fc{i}.W``
     (in, out) and ``fc{i}.b``."""
@@ -140,9 +180,11 @@ class PcxPeer:
         steps: int = 20,
         rate: float = 0.1,
         lr: float = 1e-3,
+        per_layer: bool = False,
+        dtype: str = "float32",
     ) -> None:
-        self.steps = steps
-        self.model = PcxMLP(sizes)
+        self.steps, self.dtype = steps, dtype
+        self.model = PcxMLP(sizes, per_layer)
         for i, layer in enumerate(self.model.layers):
             # Equinox stores W as (out, in): the transpose of pcgraph's.
             layer.nn.weight.set(jax.numpy.asarray(np.asarray(params[f"fc{i}.W"]).T))
@@ -151,8 +193,8 @@ class PcxPeer:
         # status is back to None after it, as after every step (no retracing on the 2nd call).
         with pxu.step(self.model, (pxc.STATUS.INIT, None), clear_params=pxc.VodeParam.Cache):
             _forward(
-                jax.numpy.zeros((batch, sizes[0]), jax.numpy.float32),
-                jax.numpy.zeros((batch, sizes[-1]), jax.numpy.float32),
+                jax.numpy.zeros((batch, sizes[0]), dtype),
+                jax.numpy.zeros((batch, sizes[-1]), dtype),
                 model=self.model,
             )
         # Optim takes a constructor: optim_h is re-initialised inside every step (PCX's pattern).
@@ -161,7 +203,7 @@ class PcxPeer:
 
     def feed(self, batch: dict) -> tuple[jax.Array, jax.Array]:
         """The batch as device arrays, once (the timed step does not pay the transfer)."""
-        x = jax.device_put(np.asarray(batch["x"], dtype=np.float32))
+        x = jax.device_put(np.asarray(batch["x"], dtype=self.dtype))
         y = jax.device_put(np.asarray(batch["y"]).astype(np.int32))
         return x, y
 
@@ -173,6 +215,14 @@ class PcxPeer:
         # The raw parameter arrays (not ``weights()``, whose transposes would be more work).
         new = [p.get() for layer in self.model.layers for p in (layer.nn.weight, layer.nn.bias)]
         jax.block_until_ready((energy, new))
+        return energy
+
+    def ipc_step(self, feeds: tuple[jax.Array, jax.Array]) -> jax.Array:
+        """One incremental-PC step (``steps`` value and weight steps)."""
+        energy = _ipc_step(
+            self.steps, *feeds, model=self.model, optim_w=self.optim_w, optim_h=self.optim_h
+        )
+        jax.block_until_ready(energy)
         return energy
 
     def weights(self) -> dict[str, jax.Array]:
@@ -205,3 +255,38 @@ def check(sizes: Sequence[int] = (32, 16, 16, 10), batch: int = 8, steps: int = 
         theirs = np.asarray(params[k]) - np.asarray(after[k])
         worst = max(worst, float(np.max(np.abs(theirs - grad)) / (np.max(np.abs(grad)) + 1e-30)))
     return worst
+
+
+def check_float64(algorithm: str, sizes: Sequence[int] = (12, 9, 7, 10), batch: int = 6) -> float:
+    """Largest difference between PCX and pcgraph, in float64, on the relu MLP with one vode per
+    layer (PCX's tutorial model; pcgraph's ``value_nodes="layers"``): the weights after one
+    step of ``"il"`` (20 steps at rate 0.1, then SGD) or ``"ipc"`` (10 steps, lr 0.05), both
+    with plain SGD.  JAX's 64-bit mode must be on before anything is traced."""
+    import pcgraph as pc
+    from benchmarks.networks import random_batch
+    from pcgraph.models import mlp
+
+    assert jax.config.jax_enable_x64, "set jax_enable_x64 before importing this check"
+    g = mlp(sizes=tuple(sizes), activation="relu")
+    prog = pc.compile(g, dtype="float64")
+    params = prog.init_params(0)
+    data = random_batch(g, batch)
+    data = {k: np.asarray(v, dtype=np.float64) if k == "x" else v for k, v in data.items()}
+    steps, lr = (20, 0.5) if algorithm == "il" else (10, 0.05)
+    peer = PcxPeer(
+        sizes, params, batch, steps=steps, rate=0.1, lr=lr, per_layer=True, dtype="float64"
+    )
+    feeds = peer.feed(data)
+    peer.step(feeds) if algorithm == "il" else peer.ipc_step(feeds)
+    ours = {k: np.array(v) for k, v in params.items()}
+    prog.train_step(
+        ours,
+        data,
+        algorithm=algorithm,
+        optimizer=pc.optim.SGD(lr=lr),
+        steps=steps,
+        rate=0.1,
+        value_nodes="layers",
+    )
+    after = peer.weights()
+    return max(float(np.max(np.abs(np.asarray(after[k]) - ours[k]))) for k in ours)

@@ -45,7 +45,7 @@ from .errors import (  # noqa: E402
     PCGraphError,
     ShapeError,
 )
-from .graph import DSL, Graph, Node, flatten, one_hot, split  # noqa: E402
+from .graph import DSL, Graph, Node, flatten, layer, one_hot, split  # noqa: E402
 from .io import fingerprint, load, load_graph, save, save_graph  # noqa: E402
 from .ops import OPS  # noqa: E402
 from .program import Program, compile  # noqa: E402
@@ -67,6 +67,7 @@ __all__ = [
     "Program",
     "compile",
     "flatten",
+    "layer",
     "split",
     "one_hot",
     "to_numpy",

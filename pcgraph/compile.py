@@ -38,6 +38,7 @@ class NodeSpec:
     lowered: dict
     init: Any = None
     value: Any = None
+    layer: bool = False  # marked with ``pc.layer``: a value node under value_nodes="layers"
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ def analyse(graph: Graph) -> Compiled:
             info["batched"],
             info["attrs"],
             OPS[op].lowered(info["attrs"], lead),
+            layer=data.get("layer", False),
         )
 
     spec = nodes[loss]

@@ -3,7 +3,8 @@
 Node attributes (``g.nx.nodes[name]``): ``kind`` (input, target, param, const, op), ``op`` (op
 nodes), ``shape`` (per-example; the batch axis is implicit and leading), ``dtype`` ("float" or
 "int64"), ``batched`` (whether values carry the batch axis), ``attrs`` (canonical op attributes),
-``init`` (params) and ``value`` (consts).  Each edge is one operand, with attribute ``pos``.
+``init`` (params), ``value`` (consts) and ``layer`` (op nodes marked by ``layer()``: value nodes
+under ``value_nodes="layers"``).  Each edge is one operand, with attribute ``pos``.
 """
 
 from __future__ import annotations
@@ -481,6 +482,11 @@ def _check_node(name: Any, data: Mapping[str, Any]) -> None:
         raise GraphError(f"{what}: 'batched' must be True or False, got {batched!r:.40}")
     if kind in _BATCHED and batched is not _BATCHED[kind]:
         raise GraphError(f"{what}: a {kind} is {'' if _BATCHED[kind] else 'not '}batched")
+    layer = data.get("layer", False)
+    if not isinstance(layer, bool):
+        raise GraphError(f"{what}: 'layer' must be True or False, got {layer!r:.40}")
+    if layer and not (kind == "op" and data.get("batched") is True):
+        raise GraphError(f"{what}: only batched op nodes can be layers (value nodes)")
     stray_attrs = data.get("attrs")
     no_attrs = stray_attrs is None or (isinstance(stray_attrs, Mapping) and not stray_attrs)
     if kind != "op" and (data.get("op") is not None or not no_attrs):
@@ -544,6 +550,24 @@ def _dsl_function(opdef: OpDef) -> Any:
 
 
 DSL = {name: _dsl_function(opdef) for name, opdef in OPS.items()}
+
+
+def layer(x: Node) -> Node:
+    """Mark ``x`` as a layer's output and return it, as PCX's ``vode(...)`` does.
+
+    Under ``value_nodes="layers"`` the predictive-coding algorithms make the marked nodes (and
+    the loss's operands) their value nodes; every other op is folded into the prediction of the
+    value node it feeds.  Backprop and Z-IL compute the same gradients either way.
+    """
+    if not isinstance(x, Node):
+        raise GraphError(f"layer needs a node, got {x!r:.60}")
+    if x.kind != "op" or not x.batched:
+        raise GraphError(
+            f"node {x.name!r}: only a batched op node can be a layer (value node), "
+            f"this is a{' batched' if x.batched else 'n unbatched'} {x.kind}"
+        )
+    x.graph.nx.nodes[x.name]["layer"] = True
+    return x
 
 
 def flatten(x: Node, name: str | None = None) -> Node:

@@ -472,7 +472,7 @@ _LEAF_FIELDS = {
     "target": {"name", "kind", "shape", "dtype"},
     "param": {"name", "kind", "shape", "init", "dtype"},
     "const": {"name", "kind", "shape", "value", "dtype"},
-    "op": {"name", "kind", "op", "operands", "attrs", "shape", "dtype"},
+    "op": {"name", "kind", "op", "operands", "attrs", "shape", "dtype", "layer"},
 }
 _TOP_FIELDS = {"format", "version", "name", "loss", "nodes"}
 
@@ -519,6 +519,8 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
                 "attrs": _plain(d.get("attrs") or {}),
                 "shape": list(d["shape"]),
             }
+            if d.get("layer"):
+                entry["layer"] = True
         else:
             raise GraphError(f"node {name!r} has kind {kind!r}; it cannot be saved")
         nodes.append(entry)
@@ -703,7 +705,12 @@ class _Reader:
             raise self.fail(
                 f"'dtype' says {entry['dtype']!r:.40} but {op} gives {info['dtype']!r}", name
             )
-        g.nx.add_node(name, kind="op", op=op, **info)
+        layer = entry.get("layer", False)
+        if not isinstance(layer, bool):
+            raise self.fail(f"'layer' must be true or false, got {layer!r:.40}", name)
+        if layer and not info["batched"]:
+            raise self.fail("only batched op nodes can be layers (value nodes)", name)
+        g.nx.add_node(name, kind="op", op=op, **info, **({"layer": True} if layer else {}))
         for pos, o in enumerate(operands):
             g.nx.add_edge(o, name, pos=pos)
 

@@ -502,6 +502,8 @@ class Program:
             raise OptionError(f"on_nonfinite={on_nonfinite!r} must be 'raise' or 'skip'")
         if options.get("alpha") is None and algorithm == "il-prox":
             options = {**options, "alpha": optimizer.lr}  # IL-prox's proximal step is the lr
+        if options.get("lr") is None and algorithm == "ipc":
+            options = {**options, "lr": optimizer.lr}  # iPC's in-loop parameter step
         schedule = self._schedule_of(algorithm, options)
         if not isinstance(params, MutableMapping):
             raise FeedError(

@@ -129,7 +129,7 @@ GRAPHS: dict[str, Any] = {
 
 
 # Options an algorithm needs when ``grads`` is called directly (``train_step`` supplies them).
-ALGORITHM_OPTIONS: dict[str, dict[str, Any]] = {"il-prox": {"alpha": 0.05}}
+ALGORITHM_OPTIONS: dict[str, dict[str, Any]] = {"il-prox": {"alpha": 0.05}, "ipc": {"lr": 0.001}}
 
 
 def all_graphs() -> dict[str, Any]:

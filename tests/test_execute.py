@@ -7,7 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from helpers import GRAPHS, batch_for, mlp, residual
+from helpers import ALGORITHM_OPTIONS, GRAPHS, batch_for, mlp, residual
 
 import pcgraph as pc
 from pcgraph.execute import (
@@ -156,10 +156,11 @@ def test_a_section_repeats_a_positive_whole_number_of_times() -> None:
 # ------------------------------------------------------------------ the lowering table
 def test_an_algorithm_brings_its_own_step_kinds() -> None:
     from pcgraph.algorithms.ilprox import Normalise, ProxOutput
+    from pcgraph.algorithms.ipc import ParamStep
 
-    assert ProxOutput in LOWERINGS and Normalise in LOWERINGS
-    core = {k.__module__ for k in LOWERINGS if k not in (ProxOutput, Normalise)}
-    assert core == {"pcgraph.schedule"}  # the core knows none of IL-prox's steps
+    assert ProxOutput in LOWERINGS and Normalise in LOWERINGS and ParamStep in LOWERINGS
+    core = {k.__module__ for k in LOWERINGS if k not in (ProxOutput, Normalise, ParamStep)}
+    assert core == {"pcgraph.schedule"}  # the core knows none of IL-prox's or iPC's steps
 
 
 def test_a_registered_step_kind_runs_in_schedules(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -254,14 +255,14 @@ def test_a_sweep_over_options_keeps_a_bounded_number_of_programs() -> None:
     assert len(prog._schedules) <= _MAX_SCHEDULES and len(prog._programs) <= _MAX_SCHEDULES
 
 
-@pytest.mark.parametrize("algorithm", ["bp", "zil", "il", "fpa", "il-prox"])
+@pytest.mark.parametrize("algorithm", ["bp", "zil", "il", "fpa", "il-prox", "ipc"])
 def test_a_runs_scale_multiplies_its_gradients_and_nothing_else(algorithm: str) -> None:
     # Plain SGD folds -lr into the gradients where they are made.  For IL the inference itself
     # must not move (its dynamics are not linear in the seed): only the increments scale.
     g = residual()
     prog = pc.compile(g, dtype="float64")
     params, batch = prog.init_params(0), batch_for(g)
-    options = {"alpha": 0.05} if algorithm == "il-prox" else {}
+    options = ALGORITHM_OPTIONS.get(algorithm, {})
     schedule = prog.schedule(algorithm, **options)
     plain = prog.run(schedule, params, batch)
     scaled = prog.run(schedule, params, batch, scale=-0.125)

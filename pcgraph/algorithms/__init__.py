@@ -22,6 +22,7 @@ class Option:
     default: Any
     check: Callable[[Any], str | None]  # returns why the value is bad, or None
     doc: str
+    normalise: Callable[[Any], Any] | None = None  # a checked value in its one form (hashable)
 
 
 def positive_int(v: Any) -> str | None:
@@ -74,7 +75,7 @@ class Algorithm:
             why = opt.check(value)
             if why:
                 raise OptionError(f"algorithm {self.name!r}: option {key}={value!r} {why}")
-            out[key] = value
+            out[key] = value if opt.normalise is None else opt.normalise(value)
         return out
 
 
@@ -98,4 +99,4 @@ def get_algorithm(name: str) -> Algorithm:
     return ALGORITHMS[name]
 
 
-from . import bp, ilprox, predictive  # noqa: E402,F401  (they register themselves)
+from . import bp, ilprox, ipc, predictive  # noqa: E402,F401  (they register themselves)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pcgraph.algorithms import Algorithm, Option, finite_rate, positive_int, register
 from pcgraph.algorithms.pc import PCStructure
-from pcgraph.algorithms.predictive import _optional_rate, dense_schedule
+from pcgraph.algorithms.predictive import VALUE_NODES, _optional_rate, dense_schedule
 from pcgraph.compile import Compiled
 from pcgraph.errors import OptionError
 from pcgraph.execute import Instr, Lowerer, register_lowering
@@ -129,7 +129,7 @@ def ilprox_schedule(c: Compiled, opts: dict) -> Schedule:
 
     from pcgraph.algorithms.pc import structure
 
-    st = structure(c)
+    st = structure(c, opts["value_nodes"])
     final = tuple(
         Normalise(p, presynaptic(c, consumer(c, p)), alpha, eps) for p in c.of_kind("param")
     )
@@ -148,6 +148,7 @@ register(
             "rate": Option(0.015, finite_rate, "inference rate"),
             "alpha": Option(None, _optional_rate, "learning rate of the proximal step"),
             "eps": Option(1e-8, finite_rate, "stabiliser of the presynaptic norms"),
+            "value_nodes": VALUE_NODES,
         },
     )
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pcgraph.compile import Compiled, NodeSpec, forward_steps, grad_nodes
-from pcgraph.errors import GraphError
+from pcgraph.errors import GraphError, OptionError
 from pcgraph.schedule import (
     VJP,
     Clear,
@@ -32,25 +32,67 @@ from pcgraph.schedule import (
 
 @dataclass(frozen=True)
 class PCStructure:
-    """The predictive-coding view of a compiled graph."""
+    """The predictive-coding view of a compiled graph under one value-node placement."""
 
     loss: str
     outputs: tuple[str, ...]  # clamped output vertices, level 0
     values: tuple[str, ...]  # free value nodes, topological order
-    level: dict[str, int]  # longest path to an output vertex
+    level: dict[str, int]  # vertices: longest path to an output vertex; folded: their consumers'
     depth: int  # the largest level
-    children: dict[str, tuple[tuple[str, int], ...]]  # value node -> (child vertex, argnum)
-    increments: dict[str, tuple[tuple[str, int], ...]]  # vertex or loss -> (param/pexpr, argnum)
+    children: dict[str, tuple[tuple[str, int], ...]]  # value/folded node -> (consumer, argnum)
+    increments: dict[str, tuple[tuple[str, int], ...]]  # vertex, folded or loss -> (param, argnum)
     pexprs: tuple[str, ...]  # unbatched op nodes between parameters and vertices
+    folded: tuple[str, ...] = ()  # batched ops inside predictions (no value node), topological
+    feeds_value: frozenset[str] = frozenset()  # folded nodes a value node reaches (drives pass)
+    feeds_param: frozenset[str] = frozenset()  # folded nodes a parameter reaches (increments)
 
 
-def structure(c: Compiled) -> PCStructure:
-    """Find the output vertices, value nodes, levels and increment sources of ``c``."""
+PLACEMENTS = ("all", "layers")
+
+
+def placement_problem(value: object) -> str | None:
+    """Why ``value`` is no value-node placement (the option check), or None."""
+    if isinstance(value, str):
+        return None if value in PLACEMENTS else "must be 'all', 'layers' or a list of node names"
+    ok = isinstance(value, (list, tuple)) and all(isinstance(n, str) for n in value)
+    return None if ok else "must be 'all', 'layers' or a list of node names"
+
+
+def structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStructure:
+    """Find the output vertices, value nodes, levels and increment sources of ``c``.
+
+    ``value_nodes``: "all" makes every batched op on a path from a parameter to the loss a
+    vertex (the AAAI-22 graphs); "layers" the nodes marked with ``pc.layer``; a list names them.
+    The loss's operands are always (clamped) vertices; every other batched op is *folded*: it is
+    part of the prediction of the vertices it feeds, and errors pass through it by the chain rule.
+    """
     live = grad_nodes(c)
     loss = c.loss
-    vertex = {n for n in live if n != loss and c.nodes[n].op and c.nodes[n].batched}
+    batched_ops = {n for n in live if n != loss and c.nodes[n].op and c.nodes[n].batched}
     pexprs = tuple(n for n in c.order if n in live and c.nodes[n].op and not c.nodes[n].batched)
-    outputs = tuple(o for o in dict.fromkeys(c.nodes[loss].operands) if o in vertex)
+    outputs = tuple(o for o in dict.fromkeys(c.nodes[loss].operands) if o in batched_ops)
+    if value_nodes == "all":
+        chosen = batched_ops
+    elif value_nodes == "layers":
+        chosen = {n for n in batched_ops if c.nodes[n].layer}
+        if not chosen - set(outputs):
+            raise OptionError(
+                f"value_nodes='layers': graph {c.name!r} marks no layer on a path from a "
+                "parameter to the loss; mark layer outputs with pc.layer(node)"
+            )
+    else:
+        chosen = set(value_nodes)
+        for n in value_nodes:
+            if n not in batched_ops:
+                why = (
+                    "is not a node of the graph"
+                    if n not in c.nodes
+                    else "is the loss"
+                    if n == loss
+                    else "is not a batched op on a path from a parameter to the loss"
+                )
+                raise OptionError(f"value_nodes names {n!r}, which {why}")
+    vertex = chosen | set(outputs)
     for o in outputs:
         others = sorted({ch for ch, _ in c.children[o] if ch in live and ch != loss})
         if others:
@@ -60,24 +102,42 @@ def structure(c: Compiled) -> PCStructure:
                 f"pc.identity({o}) as the loss operand"
             )
     values = tuple(n for n in c.order if n in vertex and n not in outputs)
-    children = {v: tuple((ch, pos) for ch, pos in c.children[v] if ch in vertex) for v in values}
+    folded = tuple(n for n in c.order if n in batched_ops and n not in vertex)
+    inner = vertex | set(folded)
+    children = {
+        v: tuple((ch, pos) for ch, pos in c.children[v] if ch in inner) for v in (*values, *folded)
+    }
     level = dict.fromkeys(outputs, 0)
-    for v in reversed(values):
-        level[v] = 1 + max(level[ch] for ch, _ in children[v])
+    folded_set = set(folded)
+    for n in reversed(c.order):  # consumers first
+        if n in children:
+            top = max(level[ch] for ch, _ in children[n])
+            level[n] = top if n in folded_set else top + 1
     sources = set(c.of_kind("param")) | set(pexprs)
     increments = {
         n: tuple((o, pos) for pos, o in enumerate(c.nodes[n].operands) if o in sources)
-        for n in (*outputs, *values, loss)
+        for n in (*outputs, *values, *folded, loss)
     }
+    feeds_value: set[str] = set()
+    feeds_param: set[str] = set()
+    for f in folded:  # topological order: operands first
+        ops = c.nodes[f].operands
+        if any(o in values or o in feeds_value for o in ops):
+            feeds_value.add(f)
+        if any(o in sources or o in feeds_param for o in ops):
+            feeds_param.add(f)
     return PCStructure(
         loss,
         outputs,
         values,
         level,
-        max(level.values(), default=0),
+        max((level[v] for v in vertex), default=0),
         children,
         {n: inc for n, inc in increments.items() if inc},
         pexprs,
+        folded,
+        frozenset(feeds_value),
+        frozenset(feeds_param),
     )
 
 
@@ -118,7 +178,15 @@ def identity_levelled(c: Compiled, st: PCStructure) -> Compiled:
 def forward_section(
     c: Compiled, noise: float = 0.0, seed: int = 0, st: PCStructure | None = None
 ) -> Section:
-    steps: list = [*forward_steps(c, [c.loss]), Snapshot("x", "ff")]
+    steps: list = []
+    if st is not None and st.folded:
+        steps.append(
+            Note(
+                f"value nodes: {', '.join(st.values) or '-'}; outputs: "
+                f"{', '.join(st.outputs)}; folded into predictions: {', '.join(st.folded)}"
+            )
+        )
+    steps += [*forward_steps(c, [c.loss]), Snapshot("x", "ff")]
     if noise and st is not None:
         steps += [Perturb(v, noise, seed + i) for i, v in enumerate(st.values)]
     return Section("forward", tuple(steps))
@@ -139,27 +207,83 @@ def _out(st: PCStructure, node: str, at: str) -> str:
     return "mu" if at == "x" and node in st.values else at
 
 
+def _through_folded(
+    st: PCStructure,
+    c: Compiled,
+    tops: list[str],
+    via: frozenset[str],
+    src: str,
+    at: str,
+    route: dict[str, str],
+) -> list:
+    """Backprop from ``src[top]`` of the vertices ``tops`` through the folded nodes in ``via``:
+    cotangents of folded nodes gather in ``g``, and reach ``route[kind]`` ("s" for value nodes,
+    "d" for parameters and parameter expressions) where the chain leaves the folded region."""
+    if not via:
+        return []
+    values, sources = set(st.values), set(c.of_kind("param")) | set(st.pexprs)
+
+    def into(node: str) -> str | None:
+        if node in via:
+            return "g"
+        if node in values:
+            return route.get("value")
+        if node in sources:
+            return route.get("param")
+        return None
+
+    def vjps(node: str, source: str, out: str, folded_only: bool) -> list:
+        steps = []
+        for pos, o in enumerate(c.nodes[node].operands):
+            target = into(o)
+            if target is not None and (target == "g" or not folded_only):
+                steps.append(
+                    VJP(node, c.nodes[node].op, pos, o, src=source, into=target, at=at, out=out)
+                )
+        return steps
+
+    steps: list = [Clear("g", tuple(f for f in st.folded if f in via))]
+    for v in tops:  # only into folded operands: the direct VJPs are emitted by the caller
+        steps += vjps(v, src, _out(st, v, at), folded_only=True)
+    for f in reversed(st.folded):
+        if f in via:
+            steps += vjps(f, "g", at, folded_only=False)
+    return steps
+
+
 def increment_steps(
     st: PCStructure, c: Compiled, nodes: list[str], at: str, src: str = "e"
 ) -> list:
-    """Local parameter increments ``d[p] += vjp_p f_v(src[v])`` of the vertices in ``nodes``;
-    with ``src="eg"`` the errors are first put in gradient units (see ``GradientUnits``)."""
-    owners = [v for v in nodes if st.increments.get(v)]
+    """Local parameter increments ``d[p] += vjp_p f_v(src[v])`` of the vertices in ``nodes``
+    (through the folded ops of their predictions); with ``src="eg"`` the errors are first put
+    in gradient units (see ``GradientUnits``)."""
+    via = st.feeds_param
+    owners = [
+        v for v in nodes if st.increments.get(v) or any(o in via for o in c.nodes[v].operands)
+    ]
     steps: list = [GradientUnits(tuple(owners))] if src == "eg" and owners else []
-    return steps + [
+    steps += [
         VJP(v, c.nodes[v].op, pos, p, src=src, into="d", at=at, out=_out(st, v, at))
         for v in owners
-        for p, pos in st.increments[v]
+        for p, pos in st.increments.get(v, ())
     ]
+    tops = [v for v in owners if any(o in via for o in c.nodes[v].operands)]
+    return steps + (_through_folded(st, c, tops, via, src, at, {"param": "d"}) if tops else [])
 
 
 def drive_steps(st: PCStructure, c: Compiled, nodes: list[str], at: str) -> list:
-    """``s[u] += vjp_u f_c(e[c])`` over the children ``c`` of each value node ``u`` in ``nodes``."""
-    return [
+    """``s[u] += vjp_u f_c(e[c])`` over the children ``c`` of each value node ``u`` in ``nodes``,
+    then, where folded ops lie between them, backprop of the errors through those ops."""
+    folded = set(st.folded)
+    steps = [
         VJP(ch, c.nodes[ch].op, pos, u, src="e", into="s", at=at, out=_out(st, ch, at))
         for u in nodes
         for ch, pos in st.children[u]
+        if ch not in folded
     ]
+    via = st.feeds_value
+    tops = [v for v in (*st.outputs, *st.values) if any(o in via for o in c.nodes[v].operands)]
+    return steps + (_through_folded(st, c, tops, via, "e", at, {"value": "s"}) if tops else [])
 
 
 def apply_section(st: PCStructure, c: Compiled) -> Section:
@@ -189,24 +313,33 @@ def wavefront_sections(c: Compiled, st: PCStructure) -> tuple[Section, ...]:
     errors in gradient units, ``e = -eps / B`` (seed ``+1/B`` instead of ``-1``): the increments
     are then the gradients themselves and no rescaling pass over the parameters is needed.
     """
-    sections = [forward_section(c)]
+    sections = [forward_section(c, st=st)]
     by_level: dict[int, list[str]] = {}  # bucketed once: no scan of every vertex per level
     for v in (*st.outputs, *st.values):
         by_level.setdefault(st.level[v], []).append(v)
     # Each vertex's error is pushed to its parents at its own level, in one group of VJPs with
     # its increments: the error is then read right after it is made and dropped, as backprop
     # drops a cotangent, instead of living until the level of its highest parent.
-    pushes: dict[str, list[tuple[int, str]]] = {}
-    for u in st.values:
+    # Folded ops (no value nodes) pass their consumers' errors on by the chain rule, at the
+    # level of their highest consumer, where every consumer has pushed (cotangents in "g").
+    relevant = st.feeds_value | st.feeds_param
+    folded_at: dict[int, list[str]] = {}
+    for f in reversed(st.folded):  # consumers before operands within a level
+        if f in relevant:
+            folded_at.setdefault(st.level[f], []).append(f)
+    pushes: dict[str, list[tuple[int, str, str]]] = {}
+    for u in (*st.values, *relevant):
         for ch, pos in st.children[u]:
-            pushes.setdefault(ch, []).append((pos, u))
+            pushes.setdefault(ch, []).append((pos, u, "g" if u in relevant else "s"))
     for t in range(st.depth + 1):
         steps: list = output_errors(st, c, "ff", seed="1/B") if t == 0 else []
-        for v in by_level.get(t, []) + ([st.loss] if t == 0 else []):
+        pushers = [(v, "e") for v in by_level.get(t, []) + ([st.loss] if t == 0 else [])]
+        pushers += [(f, "g") for f in folded_at.get(t, [])]
+        for v, src in pushers:
             targets = [(pos, p, "d") for p, pos in st.increments.get(v, ())]
-            targets += [(pos, u, "s") for pos, u in pushes.get(v, ())]
+            targets += pushes.get(v, [])
             steps += [
-                VJP(v, c.nodes[v].op, pos, node, src="e", into=into, at="ff", out="ff")
+                VJP(v, c.nodes[v].op, pos, node, src=src, into=into, at="ff", out="ff")
                 for pos, node, into in sorted(targets, key=lambda target: target[0])
             ]
         wave = by_level.get(t + 1, [])  # value nodes: only the outputs are at level 0
@@ -233,6 +366,7 @@ def dense_sections(
     seed: int = 0,
     output_extra: tuple = (),
     final_extra: tuple = (),
+    learn: tuple = (),
 ) -> tuple[Section, ...]:
     """The literal dynamics: every value node at every step.
 
@@ -241,6 +375,10 @@ def dense_sections(
     at whose start vertex ``v``'s increments are taken (``steps`` = from the final errors).
     ``output_extra`` steps follow every computation of the output errors and ``final_extra``
     ends the final errors (IL-prox's proximal output and normalised weight step).
+
+    ``learn`` steps end every inference step (incremental PC's parameter steps): increments
+    are then taken at every step, from that step's errors, the parameters move with the
+    values (predictions are recomputed from both), and there are no final errors.
 
     Steps after the first whose bodies are the same (no increments taken there) are one
     repeated section, so the schedule's size does not grow with ``steps``.
@@ -253,6 +391,14 @@ def dense_sections(
     # A prediction changes only through operands that are vertices; the others keep the
     # feed-forward prediction, which the snapshot already holds.
     moving = set(st.values)
+    moving_pexprs = list(st.pexprs) if learn else []  # recomputed from the moving parameters
+    if learn:
+        moving |= set(c.of_kind("param")) | set(st.pexprs)
+    moving_folded = []  # folded ops recomputed from the current values, into "x"
+    for f in st.folded:
+        if moving & set(c.nodes[f].operands):
+            moving.add(f)
+            moving_folded.append(f)
     stale_outputs = [o for o in st.outputs if moving & set(c.nodes[o].operands)]
     stale_values = [v for v in st.values if moving & set(c.nodes[v].operands)]
     fresh = [Snapshot("ff", "mu")] if not fixed else []
@@ -262,6 +408,8 @@ def dense_sections(
         # Before the first update the values are the feed-forward ones (unless perturbed), so
         # the snapshot's predictions are already those a recomputation would give, bit for bit.
         if not fixed and not (first and noise == 0.0):
+            out += [Eval(n, c.nodes[n].op, c.nodes[n].operands) for n in moving_pexprs]
+            out += [Eval(f, c.nodes[f].op, c.nodes[f].operands) for f in moving_folded]
             out += [Eval(o, c.nodes[o].op, c.nodes[o].operands) for o in stale_outputs]
             out += [Eval(v, c.nodes[v].op, c.nodes[v].operands, into="mu") for v in stale_values]
         if first or not fixed:
@@ -269,15 +417,22 @@ def dense_sections(
             out += list(output_extra)
         return out + [Error(v, mu) for v in st.values]
 
+    carry = [s for s in apply_section(st, c).steps if not isinstance(s, Note)]
+    if carry:  # the parameter expressions' increments reach their parameters every step
+        carry.append(Clear("d", st.pexprs))
+
     def body(t: int) -> tuple:
         steps_t = errors(t == 0)
-        steps_t += increment_steps(st, c, [v for v in vertices if increment_at[v] == t], at, "eg")
+        now = vertices if learn else [v for v in vertices if increment_at[v] == t]
+        steps_t += increment_steps(st, c, now, at, "eg")
         steps_t += drive_steps(st, c, list(st.values), at)
         steps_t += [Update(v, rate) for v in st.values]
+        if learn:
+            steps_t += carry + list(learn)
         return tuple(steps_t)
 
     # Steps 1..steps-1 in runs between the steps that take increments (finitely many).
-    special = sorted({t for t in increment_at.values() if 0 < t < steps})
+    special = [] if learn else sorted({t for t in increment_at.values() if 0 < t < steps})
     if steps > 0:
         sections.append(Section("inference t=0", body(0)))
     start = 1
@@ -288,6 +443,8 @@ def dense_sections(
         if stop < steps:
             sections.append(Section(f"inference t={stop}", body(stop)))
         start = stop + 1
+    if learn:
+        return tuple(sections)
     final = errors(steps == 0)
     final += increment_steps(st, c, [v for v in vertices if increment_at[v] >= steps], at, "eg")
     final += list(final_extra)

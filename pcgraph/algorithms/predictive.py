@@ -20,10 +20,12 @@ from pcgraph.algorithms.pc import (
     dense_sections,
     identity_levelled,
     pc_schedule,
+    placement_problem,
     structure,
     wavefront_sections,
 )
 from pcgraph.compile import Compiled
+from pcgraph.errors import OptionError
 from pcgraph.schedule import Schedule
 
 
@@ -53,13 +55,29 @@ def _seed(v: Any) -> str | None:
     return None if ok else "must be an int >= 0 (a random seed)"
 
 
-def pc_view(c: Compiled, levelling: str = "longest") -> tuple[Compiled, PCStructure]:
-    """The compiled graph an algorithm runs on (identity-levelled if asked) and its structure."""
-    st = structure(c)
+def pc_view(
+    c: Compiled, levelling: str = "longest", value_nodes: str | tuple = "all"
+) -> tuple[Compiled, PCStructure]:
+    """The compiled graph an algorithm runs on (identity-levelled if asked) and its structure
+    under the value-node placement ``value_nodes``."""
+    st = structure(c, value_nodes)
     if levelling == "identity":
+        if st.folded:
+            raise OptionError(
+                "levelling='identity' (and Z-IL's dense dynamics) relay errors between value "
+                "nodes; they need value_nodes='all'"
+            )
         c = identity_levelled(c, st)
         st = structure(c)
     return c, st
+
+
+VALUE_NODES = Option(
+    "all",
+    placement_problem,
+    "'all' batched ops, 'layers' (nodes marked with pc.layer) or a list of node names",
+    normalise=lambda v: v if isinstance(v, str) else tuple(v),
+)
 
 
 # ------------------------------------------------------------------ schedules
@@ -71,7 +89,7 @@ def zil_schedule(c: Compiled, opts: dict) -> Schedule:
     """Z-IL: the wavefront schedule, or, with ``dense=True`` or an ablation option, the literal
     dense dynamics on the identity-levelled graph (where they are exact)."""
     if opts["dense"] or not zil_is_exact(opts):
-        lc, st = pc_view(c, "identity")
+        lc, st = pc_view(c, "identity", opts["value_nodes"])
         offset = {"exact": 0, "end": None}.get(opts["timing"], opts["timing"])
         at = {
             v: st.depth if offset is None else min(max(st.level.get(v, 0) + offset, 0), st.depth)
@@ -88,7 +106,7 @@ def zil_schedule(c: Compiled, opts: dict) -> Schedule:
             opts["noise_seed"],
         )
         return pc_schedule("zil", c, opts, sections, lc)
-    lc, st = pc_view(c, opts["levelling"])
+    lc, st = pc_view(c, opts["levelling"], opts["value_nodes"])
     return pc_schedule("zil", c, opts, wavefront_sections(lc, st), lc)
 
 
@@ -96,7 +114,7 @@ def dense_schedule(
     name: str, c: Compiled, opts: dict, fixed: bool, **extra: tuple
 ) -> tuple[Schedule, PCStructure]:
     """IL-style dense dynamics for ``opts["steps"]`` steps (None: the graph's depth)."""
-    _, st = pc_view(c)
+    _, st = pc_view(c, value_nodes=opts["value_nodes"])
     steps = opts["steps"] if opts["steps"] is not None else max(st.depth, 1)
     at = dict.fromkeys((*st.outputs, *st.values, st.loss), steps)
     sections = dense_sections(c, st, steps, float(opts["rate"]), fixed, at, **extra)
@@ -131,6 +149,7 @@ register(
             ),
             "dense": Option(False, choice(False, True), "run the literal dense dynamics"),
             "noise_seed": Option(0, _seed, "seed of init_noise"),
+            "value_nodes": VALUE_NODES,
         },
     )
 )
@@ -142,6 +161,7 @@ register(
         {
             "steps": Option(20, positive_int, "inference steps"),
             "rate": Option(0.1, finite_rate, "inference rate gamma"),
+            "value_nodes": VALUE_NODES,
         },
     )
 )
@@ -153,6 +173,7 @@ register(
         {
             "steps": Option(None, _optional_steps, "sweeps (default: the graph's depth)"),
             "rate": Option(1.0, finite_rate, "inference rate eta"),
+            "value_nodes": VALUE_NODES,
         },
     )
 )

@@ -6,6 +6,10 @@ unless its docstring says otherwise.  Shapes are per example (the batch axis is 
 Parameter names follow PyTorch's dotted style (``"layer1.0.conv1.W"``), weights use the layouts of
 ``spec/conventions.md``, and ``spec/models.md`` documents each model.  ``MODELS`` maps names to
 builders, e.g. ``pc.models.MODELS["lenet"](classes=10)``.
+
+Every model marks its layers' outputs with ``pc.layer`` (after the activation, and after
+pooling where a block pools, as PCX's tutorials place their vodes), so predictive coding with
+``value_nodes="layers"`` puts one value node per layer.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def mlp(*, sizes: Sequence[int] = (784, 256, 256, 10), activation: str = "relu")
         last = i == len(sizes) - 2
         h = _linear(g, h, n, f"fc{i}", init="glorot_uniform" if last else "he_normal")
         if not last:
-            h = act(h)
+            h = pc.layer(act(h))
     return _classify(g, h)
 
 
@@ -109,7 +113,7 @@ def lenet(
     g = Graph("lenet")
     h = g.input("x", in_shape)
     for i, c in enumerate(channels):
-        h = pc.max_pool2d(pc.relu(_conv(g, h, c, kernel, f"conv{i + 1}")), 2)
+        h = pc.layer(pc.max_pool2d(pc.relu(_conv(g, h, c, kernel, f"conv{i + 1}")), 2))
     return _classify(g, _linear(g, pc.flatten(h), classes, "fc"))
 
 
@@ -137,9 +141,11 @@ def alexnet_small(
         h = pc.relu(_conv(g, h, c, 3, f"features.{i}", padding=1))
         if i in (0, 1, 4):
             h = pc.max_pool2d(h, 3, stride=2, padding=1)
+        h = pc.layer(h)
     h = pc.flatten(h)
     for i, n in enumerate(hidden):
-        h = pc.relu(_linear(g, _dropout(g, h, dropout), n, f"classifier.{i}", init="he_normal"))
+        h = _linear(g, _dropout(g, h, dropout), n, f"classifier.{i}", init="he_normal")
+        h = pc.layer(pc.relu(h))
     return _classify(g, _linear(g, h, classes, "classifier.out"))
 
 
@@ -156,9 +162,9 @@ def rnn_many_to_one(*, T: int = 28, D: int = 28, H: int = 128, classes: int = 10
     wx = g.param("rnn.Wx", (D, H))
     wh = g.param("rnn.Wh", (H, H), init="orthogonal")
     b = g.param("rnn.b", (H,))
-    h = pc.tanh(x[0] @ wx + b)
+    h = pc.layer(pc.tanh(x[0] @ wx + b))
     for t in range(1, T):
-        h = pc.tanh(x[t] @ wx + h @ wh + b)
+        h = pc.layer(pc.tanh(x[t] @ wx + h @ wh + b))
     return _classify(g, _linear(g, h, classes, "fc"))
 
 
@@ -180,8 +186,8 @@ def lstm_many_to_one(*, T: int = 28, D: int = 28, H: int = 128, classes: int = 1
         z = x[t] @ wx + b if h is None else x[t] @ wx + h @ wh + b
         i, f, cand, o = pc.split(z, 4)
         new = pc.sigmoid(i) * pc.tanh(cand)
-        c = new if c is None else pc.sigmoid(f) * c + new
-        h = pc.sigmoid(o) * pc.tanh(c)
+        c = pc.layer(new if c is None else pc.sigmoid(f) * c + new)
+        h = pc.layer(pc.sigmoid(o) * pc.tanh(c))
     return _classify(g, _linear(g, h, classes, "fc"))
 
 
@@ -231,11 +237,11 @@ def resnet(
         raise ValueError(f"blocks {tuple(blocks)} and widths {tuple(widths)} differ in length")
     g = Graph("resnet")
     h = _conv(g, g.input("x", in_shape), widths[0], 3, "conv1", padding=1, bias=norm is None)
-    h = pc.relu(_norm(g, h, "bn1", norm))
+    h = pc.layer(pc.relu(_norm(g, h, "bn1", norm)))
     for s, (n, w) in enumerate(zip(blocks, widths)):
         for i in range(n):
             stride = 2 if s > 0 and i == 0 else 1
-            h = _basic_block(g, h, w, stride, f"layer{s + 1}.{i}", norm)
+            h = pc.layer(_basic_block(g, h, w, stride, f"layer{s + 1}.{i}", norm))
     return _classify(g, _linear(g, pc.global_avg_pool(h), classes, "fc"))
 
 
@@ -305,8 +311,9 @@ def transformer_encoder(
     for i in range(layers):
         name = f"layers.{i}"
         h = h + _self_attention(g, _layer_norm(g, h, f"{name}.ln1"), heads, f"{name}.attn")
+        h = pc.layer(h)
         m = pc.gelu(_linear(g, _layer_norm(g, h, f"{name}.ln2"), d_ff, f"{name}.ff1"))
-        h = h + _linear(g, m, d_model, f"{name}.ff2")
+        h = pc.layer(h + _linear(g, m, d_model, f"{name}.ff2"))
     h = pc.mean(_layer_norm(g, h, "ln_f"), axis=0)
     return _classify(g, _linear(g, h, classes, "head"))
 
@@ -330,13 +337,13 @@ def autoencoder(
     g = Graph("autoencoder")
     h = g.input("x", in_shape)
     for i, ch in enumerate(channels):
-        h = pc.relu(_conv(g, h, ch, 3, f"enc{i + 1}", stride=2, padding=1))
+        h = pc.layer(pc.relu(_conv(g, h, ch, 3, f"enc{i + 1}", stride=2, padding=1)))
     outs = tuple(reversed(channels[:-1])) + (c,)
     for i, ch in enumerate(outs):
         w = g.param(f"dec{i + 1}.W", (h.shape[0], ch, 3, 3), init="he_normal")
         h = pc.conv_transpose2d(h, w, stride=2, padding=1, output_padding=1)
         h = h + g.param(f"dec{i + 1}.b", (ch, 1, 1))
-        h = pc.sigmoid(h) if i == len(outs) - 1 else pc.relu(h)
+        h = pc.sigmoid(h) if i == len(outs) - 1 else pc.layer(pc.relu(h))
     g.set_loss(pc.mse(h, g.target("y", in_shape), name="loss"))
     return g
 
