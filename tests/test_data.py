@@ -234,3 +234,96 @@ def test_load_by_name() -> None:
         data.load("cifar")
     with pytest.raises(pc.OptionError, match="takes no root"):
         data.load("digits", root="/tmp")
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+@pytest.mark.parametrize("layout", ["root", "subdir", "env"])
+def test_fashion_mnist_reads_idx_files_from_root_or_pcgraph_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    folder = tmp_path / "fashion-mnist" if layout != "root" else tmp_path
+    xtr, ytr, xte, yte = _write_mnist_idx(folder, gz=True)
+    if layout == "env":
+        monkeypatch.setenv("PCGRAPH_DATA", str(tmp_path))
+        ds = data.fashion_mnist()
+    else:
+        ds = data.fashion_mnist(tmp_path)
+    assert ds.name == "fashion_mnist" and ds.shape == (28, 28) and ds.classes == 10
+    assert np.allclose(ds.x_train, xtr / 255.0) and np.array_equal(ds.y_test, yte)
+    assert data.load("fashion_mnist", root=str(tmp_path)).y_train.tolist() == ytr.tolist()
+
+
+def test_fashion_mnist_says_where_to_put_the_files(tmp_path: Path) -> None:
+    with pytest.raises(pc.FileFormatError, match=r"dataset-fashion-mnist.*PCGRAPH_DATA") as info:
+        data.fashion_mnist(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
+def test_fashion_mnist_from_the_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PCGRAPH_DATA", raising=False)
+    ds = data.fashion_mnist()
+    assert (len(ds.y_train), len(ds.y_test)) == (60000, 10000)
+    assert np.bincount(ds.y_train).tolist() == [6000] * 10  # the published class balance
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+def _cifar_records(n: int, seed: int) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """``n`` records of the binary version: a label byte, then R, G and B planes of 32x32."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    pixels = rng.integers(0, 256, (n, 3, 32, 32)).astype(np.uint8)
+    rows = [bytes([int(lab)]) + img.tobytes() for lab, img in zip(labels, pixels)]
+    return b"".join(rows), labels, pixels
+
+
+def _write_cifar(folder: Path, per_batch: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels = [], []
+    for i, name in enumerate([f"data_batch_{k}.bin" for k in range(1, 6)] + ["test_batch.bin"]):
+        raw, y, x = _cifar_records(per_batch, seed=i)
+        (folder / name).write_bytes(raw)
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+@pytest.mark.parametrize("given", ["parent", "folder"])
+def test_cifar10_reads_the_binary_version(tmp_path: Path, given: str) -> None:
+    x, y = _write_cifar(tmp_path / "cifar-10-batches-bin")
+    ds = data.cifar10(tmp_path if given == "parent" else tmp_path / "cifar-10-batches-bin")
+    assert ds.name == "cifar10" and ds.shape == (3, 32, 32) and ds.classes == 10
+    assert len(ds.y_train) == 15 and len(ds.y_test) == 3
+    assert np.array_equal(ds.y_train, y[:15]) and np.array_equal(ds.y_test, y[15:])
+    # channel-major planes: record k's red plane is its first 1024 pixel bytes
+    np.testing.assert_array_equal(ds.x_train[4, 0], x[4, 0] / np.float32(255.0))
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+
+
+def test_cifar10_refuses_damaged_files_by_name(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-bin"
+    _write_cifar(folder)
+    bad = folder / "data_batch_2.bin"
+    bad.write_bytes(bad.read_bytes()[:-5])
+    with pytest.raises(pc.FileFormatError, match="data_batch_2.bin: .* no whole number"):
+        data.cifar10(tmp_path)
+    raw, _, _ = _cifar_records(2, seed=0)
+    bad.write_bytes(bytes([11]) + raw[1:])
+    with pytest.raises(pc.FileFormatError, match="a label byte is 11"):
+        data.cifar10(tmp_path)
+
+
+def test_cifar10_says_where_to_put_the_files_and_never_reads_pickles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PCGRAPH_DATA", raising=False)
+    with pytest.raises(pc.FileFormatError, match="needs root= or \\$PCGRAPH_DATA"):
+        data.cifar10()
+    pickled = tmp_path / "cifar-10-batches-py"
+    pickled.mkdir()
+    (pickled / "data_batch_1").write_bytes(b"\x80\x04 not to be unpickled")
+    with pytest.raises(pc.FileFormatError, match="found the pickled Python version"):
+        data.cifar10(pickled)
