@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pcgraph.algorithms import Algorithm, Option, finite_rate, positive_int, register
+from pcgraph.algorithms import Algorithm, Option, choice, finite_rate, positive_int, register
 from pcgraph.algorithms.pc import PCStructure
 from pcgraph.algorithms.predictive import VALUE_NODES, _optional_rate, dense_schedule
 from pcgraph.compile import Compiled
@@ -20,18 +20,39 @@ from pcgraph.schedule import Schedule
 
 @dataclass(frozen=True)
 class ProxOutput:
-    """IL-prox's proximal output: ``e[node] *= a*n / (1 + a*n)``, ``n = sum ||x[pre]||^2 + eps``
-    per example (Alonso et al. 2022: the closed-form target of the proximal step)."""
+    """IL-prox's proximal output error (Alonso et al. 2022: the closed-form target of the
+    proximal step, with ``k = alpha * n``, ``n`` the squared norm of the presynaptic activity).
+
+    ``norm="per-example"``: ``e[node] *= k/(1 + k)``, ``n = ||x[pre]||^2 + eps`` per example.
+    ``norm="iltheory"``: as nalonso2/ILTheory's ``ProxPC`` computes it (proxPC.py at
+    abd46127): the output target mixes the *previous* step's softmax with the label, so the
+    error is ``e_t - e_{t-1} / (1 + k)`` (``e`` the plain output error; ``e_{-1} = e_0``), with
+    ``n`` the batch mean of ``||x[pre]||^2`` plus eps at the first step and the batch *sum* plus
+    1 plus eps at the later ones (one number for the batch)."""
 
     node: str
     presynaptic: tuple[str, ...]
     alpha: float
     eps: float
+    norm: str = "per-example"
+    first: bool = False
 
     def __str__(self) -> str:
+        pre = ", ".join(self.presynaptic)
+        if self.norm == "iltheory":
+            n = (
+                f"mean_b ||{pre}||^2 + {self.eps!r}"
+                if self.first
+                else (f"sum_b ||{pre}||^2 + 1 + {self.eps!r}")
+            )
+            change = (
+                f"e[{self.node}] *= k/(1 + k)"
+                if self.first
+                else (f"e[{self.node}] -= e_prev[{self.node}] / (1 + k)")
+            )
+            return f"{change}, k = {self.alpha!r} * ({n})  (ILTheory's target)"
         return (
-            f"e[{self.node}] *= a*n/(1 + a*n), n = ||{', '.join(self.presynaptic)}||^2 + "
-            f"{self.eps!r}, a = {self.alpha!r}"
+            f"e[{self.node}] *= a*n/(1 + a*n), n = ||{pre}||^2 + {self.eps!r}, a = {self.alpha!r}"
         )
 
 
@@ -63,6 +84,18 @@ def _lower_prox(lw: Lowerer, steps: list) -> Instr:
     xp, alpha, eps = lw.xp, step.alpha, step.eps
     pre = [lw.read("x", p) for p in step.presynaptic]
     e = lw.update("e", step.node)
+    if step.norm == "iltheory":
+        prev = lw.update("e_prev", step.node)
+        first = step.first
+
+        def run_prox_iltheory(slots: list, batch: int) -> None:
+            sq = _sq_norm(xp, [slots[p] for p in pre]) if pre else xp.zeros((batch,))
+            k = alpha * (xp.mean(sq) + eps if first else xp.sum(sq) + 1.0 + eps)
+            err = slots[e]
+            slots[e] = err * (k / (1.0 + k)) if first else err - slots[prev] / (1.0 + k)
+            slots[prev] = err
+
+        return lw.instr(run_prox_iltheory)
 
     def run_prox(slots: list, batch: int) -> None:
         n = _sq_norm(xp, [slots[p] for p in pre]) + eps
@@ -124,8 +157,12 @@ def ilprox_schedule(c: Compiled, opts: dict) -> Schedule:
         )
     alpha, eps = float(opts["alpha"]), opts["eps"]
 
-    def outputs(st: PCStructure) -> tuple:
-        return tuple(ProxOutput(o, presynaptic(c, o), alpha, eps) for o in st.outputs)
+    norm = opts["output_norm"]
+
+    def outputs(st: PCStructure) -> Any:
+        return lambda first: tuple(
+            ProxOutput(o, presynaptic(c, o), alpha, eps, norm, first) for o in st.outputs
+        )
 
     from pcgraph.algorithms.pc import structure
 
@@ -149,6 +186,11 @@ register(
             "alpha": Option(None, _optional_rate, "learning rate of the proximal step"),
             "eps": Option(1e-8, finite_rate, "stabiliser of the presynaptic norms"),
             "value_nodes": VALUE_NODES,
+            "output_norm": Option(
+                "per-example",
+                choice("per-example", "iltheory"),
+                "the proximal output target's norm: per example, or as ILTheory's ProxPC",
+            ),
         },
     )
 )

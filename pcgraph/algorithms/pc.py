@@ -9,6 +9,7 @@ expressions*: their increments are carried back to the parameters by the chain r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pcgraph.compile import Compiled, NodeSpec, forward_steps, grad_nodes
@@ -364,7 +365,7 @@ def dense_sections(
     increment_at: dict[str, int],
     noise: float = 0.0,
     seed: int = 0,
-    output_extra: tuple = (),
+    output_extra: tuple | Callable[[bool], tuple] = (),
     final_extra: tuple = (),
     learn: tuple = (),
 ) -> tuple[Section, ...]:
@@ -373,7 +374,8 @@ def dense_sections(
     ``fixed``: predictions and Jacobians held at the feed-forward pass (FPA); otherwise they are
     recomputed from the current values each step (strict IL).  ``increment_at[v]`` is the step
     at whose start vertex ``v``'s increments are taken (``steps`` = from the final errors).
-    ``output_extra`` steps follow every computation of the output errors and ``final_extra``
+    ``output_extra`` steps (or ``output_extra(first)``, whether it is the first computation)
+    follow every computation of the output errors and ``final_extra``
     ends the final errors (IL-prox's proximal output and normalised weight step).
 
     ``learn`` steps end every inference step (incremental PC's parameter steps): increments
@@ -414,7 +416,7 @@ def dense_sections(
             out += [Eval(v, c.nodes[v].op, c.nodes[v].operands, into="mu") for v in stale_values]
         if first or not fixed:
             out += output_errors(st, c, at)
-            out += list(output_extra)
+            out += list(output_extra(first) if callable(output_extra) else output_extra)
         return out + [Error(v, mu) for v in st.values]
 
     carry = [s for s in apply_section(st, c).steps if not isinstance(s, Note)]
