@@ -963,7 +963,7 @@ def _configure_verify(p: argparse.ArgumentParser) -> None:
 def _configure_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "name",
-        choices=("accuracy", "ablation", "runtime", "stability", "fpa"),
+        choices=("accuracy", "ablation", "runtime", "stability", "fpa", "fullscale"),
         help="the experiment",
     )
     p.add_argument("--quick", action="store_true", help="a seconds-long version (as in CI)")

@@ -59,7 +59,14 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def test_every_experiment_is_registered_with_run_and_main() -> None:
-    assert list(EXPERIMENTS) == ["accuracy", "ablation", "runtime", "stability", "fpa"]
+    assert list(EXPERIMENTS) == [
+        "accuracy",
+        "ablation",
+        "runtime",
+        "stability",
+        "fpa",
+        "fullscale",
+    ]
     for module in EXPERIMENTS.values():
         assert callable(module.run) and callable(module.main)
 
@@ -127,3 +134,13 @@ def test_fpa_rate_1_is_exact_from_the_depth_on(reports: dict[str, str]) -> None:
         assert all(number(r[col]) <= 1e-12 for r in table[at:])
         assert number(table[at - 1][col]) > 1e-2
         assert number(table[-1][f"strict IL, rate 0.1, {when}"]) > 1e-2
+
+
+def test_fullscale_zil_accuracy_is_bp_accuracy(reports: dict[str, str]) -> None:
+    table = rows(reports["fullscale"], "data | network | BP")
+    assert len(table) in (2, 4)  # MNIST (and Fashion-MNIST where installed), MLP and LeNet
+    for r in table:
+        assert r["Z-IL"] == r["BP"]
+        assert number(r["Z-IL vs BP: sum of abs parameter differences"]) <= 1e-3
+        for col in ("IL (layers)", "iPC (layers)"):
+            assert 0.0 <= number(r[col]) <= 100.0

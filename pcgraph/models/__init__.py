@@ -78,14 +78,24 @@ def _dropout(g: Graph, x: Node, p: float) -> Node:
 
 
 # ------------------------------------------------------------------ dense and convolutional
-def mlp(*, sizes: Sequence[int] = (784, 256, 256, 10), activation: str = "relu") -> Graph:
+def mlp(
+    *,
+    sizes: Sequence[int] = (784, 256, 256, 10),
+    activation: str = "relu",
+    layers_at: str = "activation",
+) -> Graph:
     """A multilayer perceptron: x ``(sizes[0],)`` -> logits ``(sizes[-1],)``.
 
     Layers ``fc{i}`` are ``h @ W + b``; ``activation`` (a name in ``ACTIVATIONS``) follows every
-    layer but the last.
+    layer but the last.  ``layers_at`` says which nodes ``pc.layer`` marks: "activation" (the
+    activations' outputs, as PCX's tutorials place their vodes) or "pre-activation" (the
+    ``fc{i}`` outputs, as nalonso2/ILTheory's networks: the activation then belongs to the next
+    layer's prediction).
     """
     if len(sizes) < 2:
         raise ValueError(f"mlp needs at least an input and an output size, got {tuple(sizes)}")
+    if layers_at not in ("activation", "pre-activation"):
+        raise ValueError(f"layers_at must be 'activation' or 'pre-activation', got {layers_at!r}")
     act = _activation(activation)
     g = Graph("mlp")
     h = g.input("x", (sizes[0],))
@@ -93,7 +103,7 @@ def mlp(*, sizes: Sequence[int] = (784, 256, 256, 10), activation: str = "relu")
         last = i == len(sizes) - 2
         h = _linear(g, h, n, f"fc{i}", init="glorot_uniform" if last else "he_normal")
         if not last:
-            h = pc.layer(act(h))
+            h = act(pc.layer(h)) if layers_at == "pre-activation" else pc.layer(act(h))
     return _classify(g, h)
 
 
