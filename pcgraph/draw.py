@@ -1,4 +1,5 @@
 """Pictures and exports of a graph with each node's Z-IL level: PNG, Graphviz DOT, GraphML.
+Nodes marked with ``pc.layer`` (the value nodes of ``value_nodes="layers"``) have a thick border.
 
 DOT is written directly (no pydot or Graphviz needed to write it; ``dot -Tsvg`` renders it),
 GraphML through networkx, PNG with matplotlib (the ``plot`` extra) in a layered layout where
@@ -30,7 +31,8 @@ _COLORS = {
 
 
 def node_label(graph: Graph, name: str, levels: dict[str, int] | None = None) -> str:
-    """``name``, then ``op shape`` (or ``kind shape``), then ``L<level>`` (or ``loss``)."""
+    """``name``, then ``op shape`` (or ``kind shape``), then ``L<level>`` (or ``loss``), and
+    ``, layer`` for a node marked with ``pc.layer``."""
     levels = zil_levels(graph) if levels is None else levels
     d = graph.nx.nodes[name]
     what = d.get("op") or d["kind"]
@@ -41,13 +43,16 @@ def node_label(graph: Graph, name: str, levels: dict[str, int] | None = None) ->
         tail = f"L{levels[name]}"
     else:
         tail = "no level (does not reach the loss)"
+    if d.get("layer"):
+        tail += ", layer"  # a value node under value_nodes="layers"
     return f"{name}\n{what} {shape}\n{tail}"
 
 
 def annotated(graph: Graph) -> nx.MultiDiGraph:
     """A copy of ``graph.nx`` whose node attributes are plain strings and numbers (for GraphML):
     ``label``, ``kind``, ``op``, ``shape``, ``dtype``, ``batched``, ``attrs`` (JSON), ``init``,
-    ``level`` (absent for the loss and for nodes that do not reach it); edges keep ``pos``."""
+    ``level`` (absent for the loss and for nodes that do not reach it), ``layer`` (marked with
+    ``pc.layer``); edges keep ``pos``."""
     levels = zil_levels(graph)
     out = nx.MultiDiGraph(name=graph.name, loss=str(graph.nx.graph.get("loss")))
     for name, d in graph.nx.nodes(data=True):
@@ -66,6 +71,7 @@ def annotated(graph: Graph) -> nx.MultiDiGraph:
             attrs["init"] = init if isinstance(init, str) else ("callable" if init else "default")
         if name in levels:
             attrs["level"] = levels[name]
+        attrs["layer"] = bool(d.get("layer", False))
         out.add_node(name, **attrs)
     for src, dst, pos in graph.nx.edges(data="pos"):
         out.add_edge(src, dst, pos=int(pos))
@@ -93,6 +99,8 @@ def to_dot(graph: Graph) -> str:
             kind, "ellipse"
         )
         style = ', style="filled,rounded"' if kind == "op" else ""
+        if d.get("layer"):  # pc.layer marks: the value nodes of value_nodes="layers"
+            style += ", penwidth=2.5"
         lines.append(
             f"  {_quote(name)} [label={_quote(node_label(graph, name, levels))}, shape={shape}, "
             f'fillcolor="{_COLORS[kind]}"{style}];'
@@ -168,7 +176,12 @@ def draw_png(graph: Graph, path: PathLike, dpi: int = 110) -> Path:
                 ha="center",
                 va="center",
                 fontsize=7,
-                bbox={"boxstyle": "round", "facecolor": _COLORS[kind], "edgecolor": "#555555"},
+                bbox={
+                    "boxstyle": "round",
+                    "facecolor": _COLORS[kind],
+                    "edgecolor": "#555555",
+                    "linewidth": 2.5 if graph.nx.nodes[name].get("layer") else 1.0,
+                },
             )
         ax.set_title(f"graph {graph.name!r}: rows are Z-IL levels (L0 feeds the loss)")
         ax.axis("off")

@@ -296,6 +296,32 @@ def test_draw_formats_carry_zil_levels(model: str, tmp_path: Path, suffix: str, 
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("suffix", [".dot", ".graphml"])
+def test_draw_shows_the_layer_marks_of_value_nodes_layers(
+    tmp_path: Path,
+    suffix: str,
+    capsys,  # noqa: ANN001
+) -> None:
+    path = tmp_path / f"g{suffix}"
+    code, _, _ = run(["draw", "--model", "mlp", "--out", str(path)], capsys)
+    assert code == 0
+    if suffix == ".dot":
+        text = path.read_text()
+        assert '"relu_0" [label="relu_0\\nrelu (256,)\\nL3, layer"' in text
+        assert 'style="filled,rounded", penwidth=2.5' in text
+        assert '"fc0" [label="fc0\\nlinear (256,)\\nL4"' in text
+    else:
+        g = nx.read_graphml(path)
+        assert g.nodes["relu_0"]["layer"] is True and g.nodes["fc0"]["layer"] is False
+
+
+def test_schedule_shows_the_value_node_placement(capsys) -> None:  # noqa: ANN001
+    argv = ["schedule", "--model", "mlp", "--algorithm", "il"]
+    code, out, _ = run([*argv, "--algo-option", "value_nodes=layers"], capsys)
+    assert code == 0
+    assert "# value nodes: relu_0, relu_1; outputs: fc2; folded into predictions: fc0, fc1" in out
+
+
 # --------------------------------------------------------------------------- verify
 def test_verify_passes_and_skips_zil_when_absent(model: str, capsys, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.delitem(ALGORITHMS, "zil", raising=False)
