@@ -7,6 +7,7 @@ record into the plain-data schedules of ``schedule.py``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import networkx as nx
 
 from .errors import GraphError
-from .graph import LEAF_KINDS, Graph, infer, operands_of
+from .graph import LEAF_KINDS, Graph
 from .ops import OPS
 from .schedule import VJP, Eval, Section, Seed
 
@@ -55,6 +56,17 @@ class Compiled:
     def order(self) -> list[str]:
         return list(self.nodes)
 
+    @functools.cached_property
+    def live(self) -> frozenset[str]:
+        """Nodes on a path from a parameter to the loss (they carry a cotangent); worked out
+        once per compiled graph, O(nodes + edges)."""
+        return frozenset(self.descendants(self.of_kind("param")) & self.feeds_loss)
+
+    @functools.cached_property
+    def feeds_loss(self) -> frozenset[str]:
+        """The loss and every node it depends on, once per compiled graph."""
+        return frozenset(self.ancestors([self.loss]))
+
     def of_kind(self, kind: str) -> list[str]:
         return [n for n, s in self.nodes.items() if s.kind == kind]
 
@@ -83,11 +95,8 @@ def analyse(graph: Graph) -> Compiled:
     """Validate ``graph`` and freeze it; raises ``GraphError``/``ShapeError`` naming the fault."""
     if not isinstance(graph, Graph):
         raise GraphError(f"compile() needs a pcgraph.Graph, got {type(graph).__name__}")
-    graph.check()  # every node's attributes, after any edit of g.nx
+    checked = graph.checked()  # every node and edge (acyclic too), after any edit of g.nx
     G = graph.nx
-    if not nx.is_directed_acyclic_graph(G):
-        cycle = " -> ".join(u for u, _, *_ in nx.find_cycle(G))
-        raise GraphError(f"graph {graph.name!r} has a cycle: {cycle}")
     loss = G.graph.get("loss")
     if loss is None:
         raise GraphError(f"graph {graph.name!r} has no loss: call g.set_loss(node)")
@@ -96,10 +105,8 @@ def analyse(graph: Graph) -> Compiled:
     for name in nx.lexicographical_topological_sort(G, key=str):
         data = G.nodes[name]
         kind = data.get("kind")
-        operands = operands_of(G, name)
+        operands, info = checked[name]
         if kind in LEAF_KINDS:
-            if operands:
-                raise GraphError(f"{kind} node {name!r} cannot have operands, it has {operands}")
             nodes[name] = NodeSpec(
                 name,
                 kind,
@@ -114,15 +121,8 @@ def analyse(graph: Graph) -> Compiled:
                 data.get("value"),
             )
             continue
-        if kind != "op":
-            raise GraphError(f"node {name!r} has kind {kind!r}; expected op or {LEAF_KINDS}")
-        op = data.get("op")
-        if op not in OPS:
-            raise GraphError(
-                f"node {name!r}: unknown op {op!r}; known ops: {', '.join(sorted(OPS))}"
-            )
-        given = {k: v for k, v in (data.get("attrs") or {}).items()}
-        info = infer(OPS[op], name, list(operands), [G.nodes[o] for o in operands], given)
+        op = data["op"]  # Graph.check validated kind and op
+        assert info is not None
         lead = 1 if info["batched"] else 0
         nodes[name] = NodeSpec(
             name,
@@ -191,7 +191,7 @@ def _leaves_of(nodes: dict[str, NodeSpec], name: str) -> set[str]:
 # ------------------------------------------------------------------ emitters
 def forward_steps(c: Compiled, targets: list[str]) -> tuple[Eval, ...]:
     """Evaluate every op node that ``targets`` depend on, in topological order."""
-    need = c.ancestors(targets)
+    need = c.feeds_loss if list(targets) == [c.loss] else c.ancestors(targets)
     return tuple(
         Eval(n, s.op, s.operands, tuple(s.attrs.items()))
         for n, s in c.nodes.items()
@@ -201,7 +201,7 @@ def forward_steps(c: Compiled, targets: list[str]) -> tuple[Eval, ...]:
 
 def grad_nodes(c: Compiled) -> set[str]:
     """Nodes that carry a cotangent in backprop: on a path from a parameter to the loss."""
-    return c.descendants(c.of_kind("param")) & c.ancestors([c.loss])
+    return set(c.live)
 
 
 def backward_steps(c: Compiled, seed: str = "g") -> tuple:

@@ -595,7 +595,8 @@ def lower(
 def _plan_frees(items: list, live: set[int]) -> set[int]:
     """Backward liveness: set each instruction's ``frees`` to the slots it touches that no
     later instruction reads; returns the slots live before ``items``.  A loop's body is solved
-    to a fixed point, since what its start reads is live at its end (the next iteration)."""
+    to a fixed point, since what its start reads is live at its end (the next iteration).
+    ``live`` is updated in place: O(reads + writes) per instruction, not O(live slots)."""
     for item in reversed(items):
         if isinstance(item, Loop):
             out = set(live)
@@ -607,7 +608,8 @@ def _plan_frees(items: list, live: set[int]) -> set[int]:
             live = entry
         else:
             item.frees = tuple(sorted((item.reads | item.writes) - live))
-            live = (live - item.writes) | item.reads
+            live.difference_update(item.writes)
+            live.update(item.reads)
     return live
 
 

@@ -370,7 +370,13 @@ class Graph:
         """Check every node's attributes and every edge as the DSL would have set them, after
         any edit of ``g.nx``; ``GraphError`` names the node and the attribute at fault.
         ``pc.compile``, ``save_graph``, ``to_json`` and ``fingerprint`` call it first, so each
-        refuses what ``load_graph`` would refuse."""
+        refuses what ``load_graph`` would refuse.  Linear in nodes plus edges."""
+        self.checked()
+
+    def checked(self) -> dict[str, tuple[tuple[str, ...], dict[str, Any] | None]]:
+        """``check``, returning what it worked out on the way: each node's operands in
+        position order and, for op nodes, what the op's rules infer (``infer``'s dict), so
+        the compiler does not work them out twice."""
         G = self.nx
         if not isinstance(G, nx.MultiDiGraph):
             raise GraphError(
@@ -398,13 +404,18 @@ class Graph:
                     f"node {dst!r}: the edge from {src!r} must carry an int operand position "
                     f"'pos', got {pos!r:.40}"
                 )
+        incoming: dict[str, list] = {n: [] for n in G}
+        for src, dst, pos in G.edges(data="pos"):
+            incoming[dst].append((src, dst, pos))
+        out: dict[str, tuple[tuple[str, ...], dict[str, Any] | None]] = {}
         for name, data in G.nodes(data=True):
-            operands = operands_of(G, name)
+            operands = _ordered_operands(name, incoming[name])
             if data["kind"] != "op":
                 if operands:
                     raise GraphError(
                         f"{data['kind']} node {name!r} cannot have operands, it has {operands}"
                     )
+                out[name] = (operands, None)
                 continue
             # What the op's rules make of the operands must be what the node records.
             attrs = dict(data.get("attrs") or {})
@@ -418,6 +429,8 @@ class Graph:
                         f"node {name!r} ({data['op']}) records {key} {recorded!r} but its "
                         f"operands give {info[key]!r}; was g.nx edited?"
                     )
+            out[name] = (operands, info)
+        return out
 
     # ------------------------------------------------------------------ files (pcgraph.io)
     def to_json(self) -> str:
@@ -439,8 +452,13 @@ _BATCHED = {"input": True, "target": True, "param": False, "const": False}
 
 def operands_of(G: nx.MultiDiGraph, name: str) -> tuple[str, ...]:
     """The operands of node ``name`` in position order (each edge's ``pos``); ``GraphError``
-    when the positions are not 0, 1, ... once each.  The one place this is worked out."""
-    edges = list(G.in_edges(name, data="pos"))
+    when the positions are not 0, 1, ... once each."""
+    return _ordered_operands(name, list(G.in_edges(name, data="pos")))
+
+
+def _ordered_operands(name: str, edges: list) -> tuple[str, ...]:
+    """The sources of ``edges`` (``(src, dst, pos)``, into ``name``) in position order: the one
+    place operand order is worked out."""
     positions = sorted(
         pos if isinstance(pos, int) and not isinstance(pos, bool) else -1 for _, _, pos in edges
     )

@@ -156,7 +156,7 @@ def tune(quick: bool) -> tuple[dict, list[list[str]]]:
 
 def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
     start = time.perf_counter()
-    epochs = {"mlp": 1 if quick else 10, "lenet": 1 if quick else 5}
+    epochs = {"mlp": 1 if quick else 10, "lenet": 1 if quick else 3}
     common.log("tuning IL and iPC on a validation split of MNIST")
     tuned, tune_rows = tune(quick)
     results: list[Result] = []

@@ -46,6 +46,7 @@ class PCStructure:
     folded: tuple[str, ...] = ()  # batched ops inside predictions (no value node), topological
     feeds_value: frozenset[str] = frozenset()  # folded nodes a value node reaches (drives pass)
     feeds_param: frozenset[str] = frozenset()  # folded nodes a parameter reaches (increments)
+    value_set: frozenset[str] = frozenset()  # ``values`` for O(1) membership tests
 
 
 PLACEMENTS = ("all", "layers")
@@ -102,7 +103,8 @@ def structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStru
                 f"{', '.join(map(repr, others))}; give the loss its own copy, e.g. "
                 f"pc.identity({o}) as the loss operand"
             )
-    values = tuple(n for n in c.order if n in vertex and n not in outputs)
+    output_set = set(outputs)
+    values = tuple(n for n in c.order if n in vertex and n not in output_set)
     folded = tuple(n for n in c.order if n in batched_ops and n not in vertex)
     inner = vertex | set(folded)
     children = {
@@ -119,11 +121,12 @@ def structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStru
         n: tuple((o, pos) for pos, o in enumerate(c.nodes[n].operands) if o in sources)
         for n in (*outputs, *values, *folded, loss)
     }
+    value_set = frozenset(values)
     feeds_value: set[str] = set()
     feeds_param: set[str] = set()
     for f in folded:  # topological order: operands first
         ops = c.nodes[f].operands
-        if any(o in values or o in feeds_value for o in ops):
+        if any(o in value_set or o in feeds_value for o in ops):
             feeds_value.add(f)
         if any(o in sources or o in feeds_param for o in ops):
             feeds_param.add(f)
@@ -139,6 +142,7 @@ def structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStru
         folded,
         frozenset(feeds_value),
         frozenset(feeds_param),
+        value_set,
     )
 
 
@@ -197,15 +201,16 @@ def output_errors(st: PCStructure, c: Compiled, at: str, seed: str = "-1") -> li
     """``e[o] = -dl/dmu_o`` for the output vertices, through the loss op's local VJP."""
     op = c.nodes[st.loss].op
     steps: list = [Clear("e", st.outputs), Seed(st.loss, into="e", value=seed)]
+    outputs = set(st.outputs)
     for pos, o in enumerate(c.nodes[st.loss].operands):
-        if o in st.outputs:
+        if o in outputs:
             steps.append(VJP(st.loss, op, pos, o, src="e", into="e", at=at))
     return steps
 
 
 def _out(st: PCStructure, node: str, at: str) -> str:
     """Where the op output of ``node`` lives: predictions of value nodes are in ``mu``."""
-    return "mu" if at == "x" and node in st.values else at
+    return "mu" if at == "x" and node in st.value_set else at
 
 
 def _through_folded(

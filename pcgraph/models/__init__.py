@@ -107,6 +107,32 @@ def mlp(
     return _classify(g, h)
 
 
+def deep_mlp(
+    *,
+    depth: int = 100,
+    width: int = 64,
+    in_features: int = 784,
+    classes: int = 10,
+    activation: str = "relu",
+) -> Graph:
+    """A deep residual MLP: x ``(in_features,)`` -> logits ``(classes,)``.
+
+    ``stem`` maps the input to ``width``; then ``depth`` residual blocks ``h = h + W act(h) + b``
+    (``block{i}``, each output marked with ``pc.layer``), then a linear classifier ``head``.
+    The block weights start small (``normal``: std 0.01), so each block starts near the
+    identity and the sum of ``depth`` blocks stays of order one."""
+    if depth < 1 or width < 1:
+        raise ValueError(f"deep_mlp needs depth >= 1 and width >= 1, got {depth}, {width}")
+    act = _activation(activation)
+    g = Graph("deep_mlp")
+    h = _linear(g, g.input("x", (in_features,)), width, "stem", init="he_normal")
+    for i in range(depth):
+        W = g.param(f"block{i}.W", (width, width), init="normal")
+        b = g.param(f"block{i}.b", (width,))
+        h = pc.layer(h + pc.linear(act(h), W, b, name=f"block{i}"))
+    return _classify(g, _linear(g, h, classes, "head"))
+
+
 def lenet(
     *,
     in_shape: tuple[int, int, int] = (1, 28, 28),
@@ -360,6 +386,7 @@ def autoencoder(
 
 MODELS: dict[str, Callable[..., Graph]] = {
     "mlp": mlp,
+    "deep_mlp": deep_mlp,
     "lenet": lenet,
     "alexnet_small": alexnet_small,
     "rnn_many_to_one": rnn_many_to_one,
