@@ -175,6 +175,51 @@ def _torch_sequential(net: Network, device: str) -> Stepper:
     return Stepper(step, _torch_sync(torch, device))
 
 
+def _is_rnn(net: Network) -> bool:
+    return net.name.startswith("rnn")
+
+
+def _torch_rnn(net: Network, device: str) -> Stepper:
+    """The zoo's many-to-one RNN as PyTorch users write it: ``nn.RNN`` (tanh, batch first) from
+    ``h_0 = 0``, ``nn.Linear`` on the last state, ``nn.CrossEntropyLoss``, ``torch.optim.SGD``,
+    with pcgraph's weights (``h_1 = tanh(x_1 Wx + b)`` is ``nn.RNN``'s first step from zero)."""
+    import numpy as np
+
+    torch = _torch_threads(device)
+    from benchmarks.networks import batches
+
+    _, g, params = _program(net, "cpu")
+    where = "cuda" if device == "gpu" else "cpu"
+    wx, wh = np.asarray(params["rnn.Wx"]), np.asarray(params["rnn.Wh"])
+    rnn = torch.nn.RNN(wx.shape[0], wx.shape[1], nonlinearity="tanh", batch_first=True)
+    head = torch.nn.Linear(*np.asarray(params["fc.W"]).shape)
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(torch.from_numpy(wx.T.copy()))
+        rnn.weight_hh_l0.copy_(torch.from_numpy(wh.T.copy()))
+        rnn.bias_ih_l0.copy_(torch.from_numpy(np.asarray(params["rnn.b"])))
+        rnn.bias_hh_l0.zero_()
+        head.weight.copy_(torch.from_numpy(np.asarray(params["fc.W"]).T.copy()))
+        head.bias.copy_(torch.from_numpy(np.asarray(params["fc.b"])))
+    rnn, head = rnn.to(where), head.to(where)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD([*rnn.parameters(), *head.parameters()], lr=LR)
+    feeds = [
+        (torch.from_numpy(b["x"]).to(where), torch.from_numpy(b["y"]).to(where))
+        for b in batches(net, g)
+    ]
+
+    def step(i: int) -> float:
+        x, y = feeds[i % len(feeds)]
+        opt.zero_grad(set_to_none=True)
+        _, last = rnn(x)
+        loss = loss_fn(head(last[0]), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return Stepper(step, _torch_sync(torch, device))
+
+
 # ------------------------------------------------------------------ PCX (JAX)
 def _pcx(net: Network, device: str) -> Stepper:
     """PCX's IL step with pcgraph's value nodes, 20 inference steps (``benchmarks/pcx_peer.py``)."""
@@ -238,6 +283,7 @@ CONTENDERS: dict[str, Contender] = {
             _is_mlp,
             ("torch",),
         ),
+        Contender("torch-rnn", "pytorch (nn.RNN)", "pytorch", _torch_rnn, _is_rnn, ("torch",)),
         Contender("pcx", "pcx il (20 steps)", "pcx", _pcx, _is_mlp, ("pcx", "jax", "optax")),
         Contender("numpy", "numpy (hand)", "numpy", _floor(False), _is_mlp),
         Contender("numpy-out", "numpy (hand, out= buffers)", "numpy", _floor(True), _is_mlp),

@@ -65,9 +65,24 @@ def networks(smoke: bool = False, device: str = "cpu") -> list[Network]:
     ]
 
 
+def large_networks() -> list[Network]:
+    """The large graphs of ``python -m benchmarks.large``: pixel-by-pixel MNIST with the zoo's
+    RNN (T = 784 steps of one pixel, about 4,700 nodes) and a 100-block residual MLP."""
+    from pcgraph import models
+
+    return [
+        Network(
+            "rnn pixel T784 D1 H128 b64",
+            lambda: models.rnn_many_to_one(T=784, D=1, H=128, classes=10),
+            64,
+        ),
+        Network("deep_mlp 100x64 b64", lambda: models.deep_mlp(depth=100, width=64), 64),
+    ]
+
+
 def find(name: str, smoke: bool = False) -> Network:
     """The network called ``name`` (``networks``' names); ValueError lists them otherwise."""
-    known = networks(smoke) + ([] if smoke else networks(device="gpu"))
+    known = networks(smoke) + ([] if smoke else networks(device="gpu") + large_networks())
     for net in known:
         if net.name == name:
             return net

@@ -41,6 +41,36 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path: Path) -> None:
         assert part in text
 
 
+def test_the_large_graph_benchmark_replaces_only_its_own_section(tmp_path: Path) -> None:
+    out = tmp_path / "BENCH.md"
+    out.write_text("# Report\n\nkept\n")
+    for _ in range(2):  # the second run replaces the section the first one wrote
+        run = _run("benchmarks.large", "--smoke", "--out", str(out))
+        assert run.returncode == 0, run.stderr[-2000:]
+    text = out.read_text()
+    assert text.startswith("# Report\n\nkept\n")
+    assert text.count("## Large graphs") == 1 and "| nodes | compile s |" in text
+    assert "time per node at 1,003 nodes" in text
+
+
+def test_the_pytorch_rnn_contender_computes_pcgraphs_loss() -> None:
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("PyTorch is not installed")
+    code = (
+        "from benchmarks.networks import Network, batches\n"
+        "from benchmarks.contenders import CONTENDERS, _program\n"
+        "from pcgraph import models\n"
+        "net = Network('rnn small b8', lambda: models.rnn_many_to_one(T=12, D=2, H=5), 8)\n"
+        "step = CONTENDERS['torch-rnn'].make(net, 'cpu')\n"
+        "prog, g, params = _program(net, 'cpu')\n"
+        "print(step.step(0), prog.loss(params, batches(net, g)[0]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    theirs, ours = map(float, run.stdout.split())
+    assert abs(theirs - ours) <= 1e-5 * abs(ours)
+
+
 def test_benchmark_only_runs_the_networks_it_names(tmp_path: Path) -> None:
     out = tmp_path / "BENCH.md"
     run = _run("benchmarks", "--smoke", "--out", str(out), "--only", "lenet", "--contenders", "bp")
