@@ -21,6 +21,7 @@ PC_OPTIONS: dict[str, dict[str, Any]] = {
     "fpa": {},  # its default: as many sweeps as the graph is deep, rate 1
     "il": {"steps": 20, "rate": 0.1},
     "il-prox": {},  # its defaults: 25 steps at rate 0.015, alpha = the optimiser's lr
+    "ipc": {"steps": 20, "rate": 0.1},  # lr: the optimiser's (train_step passes it)
 }
 
 
@@ -272,7 +273,7 @@ CONTENDERS: dict[str, Contender] = {
     for c in (
         *(
             Contender(a, f"pcgraph {a}", "pcgraph", _pcgraph(a), needs=())
-            for a in ("bp", "zil", "fpa", "il", "il-prox")
+            for a in ("bp", "zil", "fpa", "il", "il-prox", "ipc")
         ),
         Contender("torch", "pytorch (TorchPeer)", "pytorch", _torch_peer, needs=("torch",)),
         Contender(

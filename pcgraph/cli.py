@@ -195,11 +195,32 @@ def _fit_shape(default: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
     return shape
 
 
+def _fit_sizes(sig: Any, kwargs: dict[str, Any], shape: tuple[int, ...], classes: int) -> None:
+    """Fill in, from the data, the sizes a builder takes in other forms than ``input_shape``:
+    an MLP's ``sizes`` (first: the values per example; last: the classes), ``in_features``,
+    and a sequence model's ``T`` and ``D`` (rows and columns of an image, or a signal of
+    length T with D = 1).  What the user gave is kept."""
+    params = sig.parameters
+    values = math.prod(shape)
+    if "sizes" in params and "sizes" not in kwargs:
+        default = params["sizes"].default
+        if isinstance(default, (tuple, list)) and len(default) >= 2:
+            kwargs["sizes"] = (values, *tuple(default)[1:-1], classes)
+    if "in_features" in params and "in_features" not in kwargs:
+        kwargs["in_features"] = values
+    if "T" in params and "D" in params and "T" not in kwargs and "D" not in kwargs:
+        if len(shape) == 2:
+            kwargs["T"], kwargs["D"] = shape
+        elif len(shape) == 1:
+            kwargs["T"], kwargs["D"] = shape[0], 1
+
+
 def _call_builder(
     fn: Callable[..., Any], kwargs: dict[str, Any], info: tuple | None, label: str
 ) -> Any:
     """Call a model builder, filling in what the data set decides when the user did not:
-    ``classes``/``num_classes``, and ``input_shape``/``in_shape`` (see ``_fit_shape``)."""
+    ``classes``/``num_classes``, ``input_shape``/``in_shape`` (see ``_fit_shape``), and the
+    sizes of ``_fit_sizes``."""
     from .graph import Graph
 
     try:
@@ -217,6 +238,7 @@ def _call_builder(
         for key in ("classes", "num_classes"):
             if key in sig.parameters and key not in kwargs:
                 kwargs[key] = classes
+        _fit_sizes(sig, kwargs, tuple(shape), classes)
     if sig is not None:
         try:
             sig.bind(**kwargs)
@@ -754,7 +776,8 @@ def _model_options(p: argparse.ArgumentParser, data_default: str | None) -> None
         default="",
         help="keyword arguments of the model builder: ints, floats, tuples such as "
         "sizes=(64,32,10), true/false, or bare words (act=relu). Builders that take "
-        "input_shape or in_shape, or classes or num_classes, get them from --data unless given "
+        "input_shape or in_shape, classes or num_classes, an MLP's sizes, in_features, or a "
+        "sequence model's T and D, get them from --data unless given "
         "here",
     )
     d = p.add_argument_group("data")
@@ -827,7 +850,7 @@ def _algo_option_flag(g: Any) -> None:
         "--algo-option",
         action="append",
         metavar="[ALGO:]KEY=VALUE",
-        help="an option of the algorithm (repeatable), e.g. steps=20 or il:lr_x=0.1; without "
+        help="an option of the algorithm (repeatable), e.g. steps=20 or il:rate=0.05; without "
         "ALGO: it goes to every algorithm run that has the option",
     )
 

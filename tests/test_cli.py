@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -533,3 +534,46 @@ def test_reproduce_runs_an_experiment_in_quick_mode(tmp_path: Path, capsys) -> N
 def test_reproduce_refuses_an_unknown_experiment(capsys: pytest.CaptureFixture) -> None:
     code, _, err = run(["reproduce", "everything"], capsys)
     assert code == 2 and "invalid choice: 'everything'" in err
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "expected"),
+    [
+        ("mlp", "digits", "sizes=(64, 256, 256, 10)"),
+        ("deep_mlp", "digits", "in_features=64"),
+        ("rnn_many_to_one", "digits", "T=8, D=8"),
+        ("rnn_many_to_one", "mnist1d", "T=40, D=1"),
+    ],
+)
+def test_zoo_models_fit_the_chosen_data_set(model: str, data: str, expected: str) -> None:
+    """An MLP's sizes, in_features and a sequence model's T and D follow --data unless given."""
+    from pcgraph.cli import _fit_sizes
+
+    builder = pc.models.MODELS[model]
+    kwargs: dict = {}
+    shape = {"digits": (8, 8), "mnist1d": (40,)}[data]
+    _fit_sizes(inspect.signature(builder), kwargs, shape, 10)
+    assert ", ".join(f"{k}={v}" for k, v in kwargs.items()) == expected
+    given = {"sizes": (64, 3, 10)} if model == "mlp" else {"T": 4, "D": 16}
+    kept = dict(given)
+    _fit_sizes(inspect.signature(builder), kept, shape, 10)
+    assert {k: kept[k] for k in given} == given
+
+
+def test_the_first_example_of_train_help_runs(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    code, out, _ = run(
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--data",
+            "digits",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-plot",
+        ],
+        capsys,
+    )
+    assert code == 0 and "epoch   1/1" in out
