@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import pcgraph as pc
 
@@ -88,3 +89,17 @@ def test_a_20000_node_graph_compiles_and_zil_equals_bp() -> None:
     bp, zil = prog.grads(params, batch), prog.grads(params, batch, algorithm="zil")
     for k in bp:
         np.testing.assert_array_equal(zil[k], bp[k])
+
+
+def test_the_pixel_by_pixel_mnist_rnn_trains_with_zil_from_the_cli(tmp_path: Path) -> None:
+    from pcgraph import cli
+
+    try:
+        pc.data.mnist()
+    except pc.FileFormatError as e:
+        pytest.skip(f"MNIST is not installed: {e}")
+    argv = ["train", "--model", "rnn_many_to_one", "--model-args", "T=784,D=1,H=8"]
+    argv += ["--data", "mnist", "--limit", "32", "--test-limit", "16", "--batch-size", "16"]
+    argv += ["--epochs", "1", "--algorithm", "zil", "--out", str(tmp_path / "run"), "--no-plot"]
+    assert cli.main(argv) == 0
+    assert (tmp_path / "run" / "checkpoint.npz").is_file()
