@@ -27,6 +27,7 @@ ARGS = [
     "0.1",
     "--out",
     "runs/demo",
+    "--overwrite",  # `make demo` may run again: its folder holds only the demo's own run
 ]
 
 if __name__ == "__main__":

@@ -399,16 +399,17 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 
 def train_epochs(
-    task: Task, runs: Sequence[compare.Run], args: argparse.Namespace
+    task: Task, runs: Sequence[compare.Run], args: argparse.Namespace, first: int = 1
 ) -> Iterator[tuple[int, dict[str, dict[str, Any]]]]:
-    """Train every run on the same batches (``compare.train_epoch``), epoch by epoch; yields
-    after each epoch its number and each algorithm's metric row for it.  Batch order:
-    ``default_rng((seed, epoch))``."""
+    """Train every run on the same batches (``compare.train_epoch``), epoch by epoch from
+    epoch ``first``; yields after each epoch its number and each algorithm's metric row for
+    it.  Batch order: ``default_rng((seed, epoch))``, so a resumed run sees the batches an
+    uninterrupted one would have."""
     data = task.data
     n_batches = math.ceil(len(data.y_train) / args.batch_size)
     if args.progress and importlib.util.find_spec("tqdm") is None:
         print("note: install tqdm for progress bars (pip install 'pcgraph[cli]')", file=sys.stderr)
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(first, args.epochs + 1):
         bar = _progress(n_batches, f"epoch {epoch}/{args.epochs}", args.progress)
 
         def advance() -> None:
@@ -474,10 +475,32 @@ def _config(args: argparse.Namespace, command: str, label: str) -> dict[str, Any
     }
 
 
-def _out_dir(args: argparse.Namespace, default: str) -> Path:
+RUN_FILES = (
+    "metrics.csv",
+    "metrics.json",
+    "checkpoint.npz",
+    "graph.json",
+    "curves.png",
+    "comparison.png",
+)
+
+
+def _out_dir(args: argparse.Namespace, default: str, resuming: bool = False) -> Path:
+    """The run folder: made if missing; a folder holding a run is refused unless
+    ``--overwrite`` (its run files are then deleted first, so none of the old run stays
+    beside the new one) or the run is being resumed."""
     out = Path(args.out) if args.out else Path("runs") / re.sub(r"[^\w.-]", "_", default)
     if out.exists() and not out.is_dir():
         raise OptionError(f"--out {str(out)!r} exists and is not a directory")
+    old = [name for name in RUN_FILES if (out / name).exists()] if out.is_dir() else []
+    if old and not resuming:
+        if not getattr(args, "overwrite", False):
+            raise OptionError(
+                f"--out {str(out)!r} already holds a run ({', '.join(old)}); pass --overwrite "
+                "to replace it, --resume to continue it, or another --out"
+            )
+        for name in old:
+            (out / name).unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -498,25 +521,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data import INFO
     from .io import atomic_write_text, graph_to_json, save
 
+    history: list[dict[str, Any]] = []
+    if args.resume:
+        history = _resume_args(args)
+    elif args.model is None and args.graph is None:
+        raise OptionError("one of the arguments --model --graph is required (or --resume RUN_DIR)")
+    args.epochs = 5 if args.epochs is None else args.epochs
     get_algorithm(args.algorithm)
     options = parse_algo_options(args.algo_option, [args.algorithm])[args.algorithm]
     optimizer = make_optimizer(args)
     graph, label = build_graph(args, INFO.get(args.data))
     task = make_task(args, graph, label, args.dtype)
-    out = _out_dir(args, f"{label}-{args.algorithm}")
-    try:
-        atomic_write_text(out / "graph.json", graph_to_json(graph))
-    except PCGraphError as e:
-        print(f"note: graph.json not written: {e}", file=sys.stderr)
+    out = _out_dir(args, f"{label}-{args.algorithm}", resuming=bool(args.resume))
+    if not args.resume:
+        try:
+            atomic_write_text(out / "graph.json", graph_to_json(graph))
+        except PCGraphError as e:
+            print(f"note: graph.json not written: {e}", file=sys.stderr)
     config = _config(args, "train", label)
     run = compare.Run(args.algorithm, task.prog.init_params(seed=args.seed), optimizer, options)
+    first = 1
+    if args.resume:
+        first = _restore(out, task, run, optimizer, history)
     print(
-        f"training {label} ({task.prog}) with {args.algorithm} on {args.data} "
+        f"{'resuming' if args.resume else 'training'} {label} ({task.prog}) with "
+        f"{args.algorithm} on {args.data} "
         f"({len(task.data.y_train)} train, {len(task.data.y_test)} test), "
         f"{args.optimizer} lr {args.lr}, batch {args.batch_size}, {args.epochs} epoch(s)"
+        + (f", from epoch {first}" if args.resume else "")
     )
-    history: list[dict[str, Any]] = []
-    for epoch, rows in train_epochs(task, [run], args):
+    for epoch, rows in train_epochs(task, [run], args, first):
         row = rows[args.algorithm]
         history.append(row)
         print(
@@ -546,6 +580,71 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# What a resumed run takes from the run it continues (everything that decides its numbers).
+RESUMED = (
+    "model",
+    "graph",
+    "model_args",
+    "data",
+    "data_root",
+    "limit",
+    "test_limit",
+    "standardize",
+    "backend",
+    "dtype",
+    "seed",
+    "algorithm",
+    "algo_option",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "batch_size",
+    "predict",
+)
+
+
+def _resume_args(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Set ``args`` from the run folder ``--resume`` names (its metrics.json); returns the
+    metric rows written so far.  ``--epochs`` may raise the run's epoch count."""
+    from .files import read_bounded
+
+    run_dir = Path(args.resume)
+    path = run_dir / "metrics.json"
+    try:
+        saved = json.loads(read_bounded(path, 64 << 20, "--resume"))
+        config, rows = saved["config"], saved["epochs"]
+        if config.get("command") != "train":
+            raise OptionError(f"--resume {str(run_dir)!r}: not a run of pcgraph train")
+        for key in RESUMED:
+            setattr(args, key, config[key])
+    except (ValueError, KeyError, TypeError) as e:
+        raise OptionError(
+            f"--resume {str(run_dir)!r}: {path} is not a run's metrics ({e})"
+        ) from None
+    if args.epochs is None:
+        args.epochs = config["epochs"]
+    args.out = str(run_dir)
+    return list(rows)
+
+
+def _restore(
+    out: Path, task: Task, run: compare.Run, optimizer: Any, history: list[dict[str, Any]]
+) -> int:
+    """Load the run's checkpoint into ``run`` and ``optimizer``; drop metric rows of epochs
+    after it; returns the first epoch still to train."""
+    from .io import load
+
+    ckpt = load(out / "checkpoint.npz", task.prog)
+    run.params.update(ckpt.params)
+    if ckpt.optimizer_state is not None:
+        optimizer.load_state_dict(ckpt.optimizer_state)
+    done = int(ckpt.meta.get("epoch", 0))
+    run.step = int(ckpt.meta.get("step", 0))
+    history[:] = [row for row in history if row.get("epoch", 0) <= done]
+    return done + 1
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .algorithms import get_algorithm
     from .data import INFO
@@ -559,6 +658,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         algorithms.insert(0, "bp")
         print("note: bp added as the reference for the divergence column", file=sys.stderr)
     options = parse_algo_options(args.algo_option, algorithms)
+    args.epochs = 5 if args.epochs is None else args.epochs
     make_optimizer(args)  # check the settings before loading anything
     graph, label = build_graph(args, INFO.get(args.data))
     task = make_task(args, graph, label, args.dtype)
@@ -756,9 +856,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _model_options(p: argparse.ArgumentParser, data_default: str | None) -> None:
+def _model_options(
+    p: argparse.ArgumentParser, data_default: str | None, required: bool = True
+) -> None:
     g = p.add_argument_group("model (one of --model or --graph)")
-    which = g.add_mutually_exclusive_group(required=True)
+    which = g.add_mutually_exclusive_group(required=required)
     which.add_argument(
         "--model", metavar="NAME", help="a model of the zoo, pcgraph.models.MODELS (e.g. mlp)"
     )
@@ -870,7 +972,13 @@ def _training_options(p: argparse.ArgumentParser, out_default: str, several: boo
     else:
         _algorithm_flag(g)
     _algo_option_flag(g)
-    g.add_argument("--epochs", type=_positive_int, default=5, metavar="N", help="(default: 5)")
+    g.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="(default: 5; with --resume, the resumed run's, or more)",
+    )
     g.add_argument(
         "--batch-size", type=_positive_int, default=64, metavar="N", help="(default: 64)"
     )
@@ -901,6 +1009,19 @@ def _training_options(p: argparse.ArgumentParser, out_default: str, several: boo
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help=f"where results go (default: {out_default})")
     o.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (without it, a folder holding a run is refused)",
+    )
+    if not several:
+        o.add_argument(
+            "--resume",
+            metavar="RUN_DIR",
+            help="continue the run in RUN_DIR from its last checkpoint (its model, data, "
+            "algorithm and optimiser settings, parameters, optimiser state and batch order); "
+            "--epochs may raise its epoch count",
+        )
+    o.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",
@@ -910,7 +1031,7 @@ def _training_options(p: argparse.ArgumentParser, out_default: str, several: boo
 
 
 def _configure_train(p: argparse.ArgumentParser) -> None:
-    _model_options(p, "digits")
+    _model_options(p, "digits", required=False)  # or --resume
     _compile_options(p)
     _training_options(p, "runs/MODEL-ALGORITHM", several=False)
 

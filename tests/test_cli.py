@@ -14,6 +14,7 @@ import types
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
 import pytest
 
 import pcgraph as pc
@@ -577,3 +578,44 @@ def test_the_first_example_of_train_help_runs(tmp_path: Path, capsys) -> None:  
         capsys,
     )
     assert code == 0 and "epoch   1/1" in out
+
+
+# --------------------------------------------------------------------------- run folders
+def _train(out: Path, capsys, *extra: str) -> tuple[int, str, str]:  # noqa: ANN001
+    argv = ["train", "--model", "mlp", "--data", "digits", "--optimizer", "adam", "--lr", "0.01"]
+    return run([*argv, "--out", str(out), "--no-plot", *extra], capsys)
+
+
+def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(
+    tmp_path: Path,
+    capsys,  # noqa: ANN001
+) -> None:
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert _train(whole, capsys, "--epochs", "3")[0] == 0
+    assert _train(split, capsys, "--epochs", "1")[0] == 0
+    code, out, _ = run(["train", "--resume", str(split), "--epochs", "3", "--no-plot"], capsys)
+    assert code == 0 and "from epoch 2" in out and "epoch   3/3" in out
+    a, b = np.load(whole / "checkpoint.npz"), np.load(split / "checkpoint.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for key in a.files:
+        if key != "manifest":
+            np.testing.assert_array_equal(a[key], b[key])  # parameters and Adam's state
+    rows = json.loads((split / "metrics.json").read_text())["epochs"]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    whole_rows = json.loads((whole / "metrics.json").read_text())["epochs"]
+    assert [r["test_acc"] for r in rows] == [r["test_acc"] for r in whole_rows]
+
+
+def test_a_folder_holding_a_run_is_refused_unless_overwrite(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "run"
+    assert _train(out, capsys, "--epochs", "1")[0] == 0
+    (out / "curves.png").write_bytes(b"an old plot")
+    code, _, err = _train(out, capsys, "--epochs", "1")
+    assert code == 2 and "already holds a run" in err and "--overwrite" in err
+    code, _, _ = _train(out, capsys, "--epochs", "1", "--overwrite")
+    assert code == 0 and not (out / "curves.png").exists()  # nothing of the old run stays
+
+
+def test_resume_needs_a_run_folder(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    code, _, err = run(["train", "--resume", str(tmp_path)], capsys)
+    assert code == 2 and "metrics.json" in err
