@@ -312,19 +312,15 @@ class Task:
         return loss_sum / n, (correct / n if self.predict else math.nan)
 
 
-def _prediction_node(compiled: Any, override: str | None) -> str | None:
-    """The node whose argmax is the class: ``--predict``, else the first operand of the loss
-    when it is a cross-entropy or mse, else of the graph's only such node."""
-    if override is not None:
-        if override not in compiled.nodes:
-            raise OptionError(f"--predict {override!r}: no such node in the graph")
-        return override
-    losses = ("softmax_cross_entropy", "mse")
-    loss = compiled.nodes[compiled.loss]
-    if loss.op in losses:
-        return loss.operands[0]
-    found = [s for s in compiled.nodes.values() if s.op in losses]
-    return found[0].operands[0] if len(found) == 1 else None
+def _prediction_node(prog: Any, override: str | None) -> str | None:
+    """The node whose argmax is the class (``Program.prediction_node``), or None when the
+    graph has none (accuracy is then not reported)."""
+    if override is not None and override not in prog.compiled.nodes:
+        raise OptionError(f"--predict {override!r}: no such node in the graph")
+    try:
+        return prog.prediction_node(override)
+    except PCGraphError:
+        return None
 
 
 def make_task(args: argparse.Namespace, graph: Any, label: str, dtype: str) -> Task:
@@ -373,7 +369,7 @@ def make_task(args: argparse.Namespace, graph: Any, label: str, dtype: str) -> T
             f"target {y_name!r} has shape {target.shape} and dtype {target.dtype}; the command "
             "line feeds class labels (shape (), int64) or one-hot vectors (shape (classes,))"
         )
-    predict = _prediction_node(c, getattr(args, "predict", None))
+    predict = _prediction_node(prog, getattr(args, "predict", None))
     return Task(graph, prog, label, data, x_name, y_name, onehot, predict)
 
 
@@ -604,28 +600,56 @@ RESUMED = (
 )
 
 
-def _resume_args(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Set ``args`` from the run folder ``--resume`` names (its metrics.json); returns the
-    metric rows written so far.  ``--epochs`` may raise the run's epoch count."""
+def _run_config(
+    args: argparse.Namespace, run_dir: Path, flag: str, keep: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Set ``args`` from the run folder ``run_dir`` (its metrics.json, written by train),
+    except the settings named in ``keep`` that the user gave; returns (config, metric rows)."""
     from .files import read_bounded
 
-    run_dir = Path(args.resume)
     path = run_dir / "metrics.json"
     try:
-        saved = json.loads(read_bounded(path, 64 << 20, "--resume"))
+        saved = json.loads(read_bounded(path, 64 << 20, flag))
         config, rows = saved["config"], saved["epochs"]
         if config.get("command") != "train":
-            raise OptionError(f"--resume {str(run_dir)!r}: not a run of pcgraph train")
+            raise OptionError(f"{flag} {str(run_dir)!r}: not a run of pcgraph train")
         for key in RESUMED:
-            setattr(args, key, config[key])
+            if not (key in keep and getattr(args, key, None) is not None):
+                setattr(args, key, config[key])
     except (ValueError, KeyError, TypeError) as e:
-        raise OptionError(
-            f"--resume {str(run_dir)!r}: {path} is not a run's metrics ({e})"
-        ) from None
+        raise OptionError(f"{flag} {str(run_dir)!r}: {path} is not a run's metrics ({e})") from None
+    return config, list(rows)
+
+
+def _resume_args(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Set ``args`` from the run folder ``--resume`` names; returns the metric rows written
+    so far.  ``--epochs`` may raise the run's epoch count."""
+    run_dir = Path(args.resume)
+    config, rows = _run_config(args, run_dir, "--resume")
     if args.epochs is None:
         args.epochs = config["epochs"]
     args.out = str(run_dir)
-    return list(rows)
+    return rows
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import INFO
+    from .io import load
+
+    run_dir = Path(args.run_dir)
+    _run_config(args, run_dir, "--run", keep=("data", "data_root", "limit", "test_limit"))
+    graph, label = build_graph(args, INFO.get(args.data))
+    task = make_task(args, graph, label, args.dtype)
+    ckpt = load(run_dir / "checkpoint.npz", task.prog)
+    epoch = ckpt.meta.get("epoch", "?")
+    print(f"{label} trained with {ckpt.meta.get('algorithm', '?')}, checkpoint of epoch {epoch}")
+    for part in ("train", "test"):
+        x, y = getattr(task.data, f"x_{part}"), getattr(task.data, f"y_{part}")
+        loss, acc = task.evaluate(ckpt.params, x, y)
+        print(
+            f"  {args.data} {part}: {len(y)} examples, loss {loss:.6f}, accuracy {_fmt(acc, '.4f')}"
+        )
+    return 0
 
 
 def _restore(
@@ -1042,6 +1066,19 @@ def _configure_compare(p: argparse.ArgumentParser) -> None:
     _training_options(p, "runs/compare-MODEL", several=True)
 
 
+def _configure_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run", dest="run_dir", required=True, metavar="RUN_DIR", help="a folder written by train"
+    )
+    d = p.add_argument_group("data (default: the run's)")
+    d.add_argument("--data", choices=list(data_mod.DATASETS), help="another data set")
+    d.add_argument("--data-root", metavar="DIR", help="where its files are (see train --help)")
+    d.add_argument("--limit", type=_positive_int, metavar="N", help="the first N train examples")
+    d.add_argument(
+        "--test-limit", type=_positive_int, metavar="N", help="the first N test examples"
+    )
+
+
 def _configure_schedule(p: argparse.ArgumentParser) -> None:
     _model_options(p, None)
     _compile_options(p)
@@ -1163,6 +1200,17 @@ COMMANDS: dict[str, Command] = {
         (
             "pcgraph compare --model mlp --data digits --algorithms bp,zil,il,fpa --epochs 3",
             "pcgraph compare --graph my_model.py --algorithms bp,il --algo-option il:steps=50",
+        ),
+    ),
+    "evaluate": Command(
+        "report a trained run's loss and accuracy",
+        "Load a run folder written by train (its settings and last checkpoint) and report the\n"
+        "loss and accuracy of that checkpoint on the run's data set, or on --data.",
+        _configure_evaluate,
+        cmd_evaluate,
+        (
+            "pcgraph evaluate --run runs/mlp-bp",
+            "pcgraph evaluate --run runs/lenet-zil --data mnist --test-limit 1000",
         ),
     ),
     "schedule": Command(

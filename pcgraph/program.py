@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
@@ -437,6 +438,70 @@ class Program:
         name = self._node_name(node)
         state, _ = self.forward(params, batch, [name])
         return state["x"][name]
+
+    def prediction_node(self, node: Node | str | None = None) -> str:
+        """The node whose argmax is the predicted class: ``node`` if given, else the first
+        operand of the loss when it is ``softmax_cross_entropy`` or ``mse``, else that of the
+        graph's only such op; ``GraphError`` when there is none."""
+        if node is not None:
+            return self._node_name(node)
+        kinds = ("softmax_cross_entropy", "mse")
+        loss = self.compiled.nodes[self.loss_node]
+        if loss.op in kinds:
+            return loss.operands[0]
+        found = [s for s in self.compiled.nodes.values() if s.op in kinds]
+        if len(found) != 1:
+            raise GraphError(
+                f"graph {self.compiled.name!r}: no node to predict from (its loss is "
+                f"{loss.op}); name one, e.g. predict(params, batch, node=...)"
+            )
+        return found[0].operands[0]
+
+    def predict(self, params: Mapping, batch: Mapping, node: Node | str | None = None) -> Any:
+        """The predicted class of each example, ``(B,)`` int64 on the host: the argmax of
+        ``node`` (default: ``prediction_node()``) over its per-example values.  ``batch``
+        needs the inputs only."""
+        name = self.prediction_node(node)
+        values = _backends.to_numpy(self.evaluate(params, batch, name))
+        return np.argmax(values.reshape(len(values), -1), axis=1)
+
+    def accuracy(
+        self,
+        params: Mapping,
+        data: Any,
+        part: str = "test",
+        node: Node | str | None = None,
+        batch_size: int = 500,
+    ) -> float:
+        """The fraction of examples whose predicted class is the label: ``data`` is a
+        ``pc.data.Dataset`` (its ``part``, "test" or "train") or a pair ``(x, y)``; ``x`` is
+        reshaped to the graph's one input when the sizes agree.  Evaluated ``batch_size``
+        examples at a time, so memory stays bounded."""
+        if isinstance(data, tuple) and len(data) == 2:
+            x, y = data
+        elif part in ("test", "train") and hasattr(data, f"x_{part}"):
+            x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
+        else:
+            raise OptionError(
+                f"accuracy needs a pc.data.Dataset and part 'test' or 'train', or a pair (x, y); "
+                f"got {type(data).__name__} and part={part!r}"
+            )
+        if len(self.inputs) != 1:
+            raise OptionError(f"accuracy feeds graphs with one input; this one has {self.inputs}")
+        x, y = np.asarray(x), np.asarray(y)
+        want = self.compiled.nodes[self.inputs[0]].shape
+        if len(x) and x[0].size == math.prod(want):
+            x = x.reshape((len(x), *want))
+        correct = 0
+        for start in range(0, len(y), batch_size):
+            xb = x[start : start + batch_size]
+            correct += int(
+                np.sum(
+                    self.predict(params, {self.inputs[0]: xb}, node)
+                    == y[start : start + batch_size]
+                )
+            )
+        return correct / max(len(y), 1)
 
     def loss(self, params: Mapping, batch: Mapping) -> float:
         """The batch-mean loss as a Python float."""

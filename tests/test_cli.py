@@ -118,7 +118,7 @@ def test_help_of_every_command(command: str, capsys: pytest.CaptureFixture) -> N
     code, out, _ = run([command, "--help"], capsys)
     assert code == 0
     assert "examples:" in out
-    if command != "reproduce":  # the one command that takes no model
+    if command not in ("reproduce", "evaluate"):  # the commands that take no model
         assert "--model" in out and "--graph" in out
     for flag in {
         "reproduce": ["--quick", "--out", "accuracy"],
@@ -127,6 +127,7 @@ def test_help_of_every_command(command: str, capsys: pytest.CaptureFixture) -> N
         "schedule": ["--algorithm", "--algo-option"],
         "draw": ["--out"],
         "verify": ["--directions", "--tol"],
+        "evaluate": ["--run", "--data", "--test-limit"],
     }[command]:
         assert flag in out
 
@@ -618,4 +619,20 @@ def test_a_folder_holding_a_run_is_refused_unless_overwrite(tmp_path: Path, caps
 
 def test_resume_needs_a_run_folder(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     code, _, err = run(["train", "--resume", str(tmp_path)], capsys)
+    assert code == 2 and "metrics.json" in err
+
+
+def test_evaluate_reports_a_runs_checkpoint(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "run"
+    assert _train(out, capsys, "--epochs", "2")[0] == 0
+    last = json.loads((out / "metrics.json").read_text())["epochs"][-1]
+    code, text, _ = run(["evaluate", "--run", str(out)], capsys)
+    assert code == 0 and "checkpoint of epoch 2" in text
+    assert f"accuracy {last['test_acc']:.4f}" in text.splitlines()[-1]
+    code, text, _ = run(["evaluate", "--run", str(out), "--test-limit", "50"], capsys)
+    assert code == 0 and "digits test: 50 examples" in text
+
+
+def test_evaluate_needs_a_run_folder(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    code, _, err = run(["evaluate", "--run", str(tmp_path)], capsys)
     assert code == 2 and "metrics.json" in err

@@ -146,3 +146,24 @@ def test_every_algorithm_trains_every_model(key: str) -> None:
         )
         assert np.isfinite(loss)
         assert all(np.all(np.isfinite(pc.to_numpy(v))) for v in params.values())
+
+
+def test_predict_and_accuracy_of_a_trained_model() -> None:
+    ds = pc.data.digits()
+    prog = pc.compile(pc.models.mlp(sizes=(64, 32, 10)))
+    params = prog.init_params(0)
+    opt = pc.optim.Adam(lr=0.01)
+    for epoch in range(3):
+        for x, y in ds.batches(64, seed=(0, epoch)):
+            prog.train_step(params, {"x": x.reshape(len(x), -1), "y": y}, optimizer=opt)
+    x = ds.x_test.reshape(len(ds.x_test), -1)
+    logits = pc.to_numpy(prog.evaluate(params, {"x": x}, "fc1"))
+    predicted = prog.predict(params, {"x": x})
+    np.testing.assert_array_equal(predicted, np.argmax(logits, axis=1))
+    expected = float(np.mean(predicted == ds.y_test))
+    assert prog.accuracy(params, ds) == expected > 0.8  # the (8, 8) images are reshaped
+    assert prog.accuracy(params, (x[:100], ds.y_test[:100]), batch_size=7) == float(
+        np.mean(predicted[:100] == ds.y_test[:100])
+    )
+    with pytest.raises(pc.OptionError, match="part 'test' or 'train'"):
+        prog.accuracy(params, ds, part="valid")
