@@ -159,6 +159,8 @@ def run(
     out: Path = common.DEFAULT_OUT,
     datasets: tuple[str, ...] = ("mnist", "fashion_mnist"),
     settings: dict | None = None,
+    nets: tuple[str, ...] = ("mlp", "lenet"),
+    algorithms: tuple[str, ...] = ("bp", "zil", "il", "ipc"),
 ) -> str:
     """The experiment; ``settings`` (``{"il": {"steps", "rate"}, "ipc": {"steps", "lr"}}``)
     skips the tuning pass and uses those; ``datasets`` picks the data sets."""
@@ -177,8 +179,10 @@ def run(
             missing.append(dataset)
             continue
         for key, (_label, build, shape) in networks(quick).items():
+            if key not in nets:
+                continue
             x_test = ds.x_test.reshape((len(ds.y_test), *shape))
-            for algorithm in ("bp", "zil", "il", "ipc"):
+            for algorithm in algorithms:
                 common.log(f"{dataset} {key} {algorithm}")
                 options = options_of(algorithm, tuned)
                 opt = optimizer(algorithm, tuned.get(algorithm, {}))
@@ -228,12 +232,16 @@ def _body(results, tuned, tune_rows, nets, epochs, quick) -> list[str]:  # noqa:
     rows = []
     for dataset in sorted({r.dataset for r in results}, key=["mnist", "fashion_mnist"].index):
         for key, (label, _, _) in nets.items():
+            if not any(_find(results, dataset, key, a) for a in ALGORITHM_LABELS):
+                continue
             row = [dataset, label]
             for algorithm in ALGORITHM_LABELS:
                 r = _find(results, dataset, key, algorithm)
-                row.append(f"{100 * r.accuracy[-1]:.2f}" + (f" ({r.failed})" if r.failed else ""))
+                cell = "not run" if r is None else f"{100 * r.accuracy[-1]:.2f}"
+                row.append(cell + (f" ({r.failed})" if r is not None and r.failed else ""))
             bp, zil = _find(results, dataset, key, "bp"), _find(results, dataset, key, "zil")
-            row.append(common.sci(common.sum_abs_diff(zil.params, bp.params)))
+            diff = common.sum_abs_diff(zil.params, bp.params) if bp and zil else None
+            row.append("" if diff is None else common.sci(diff))
             rows.append(row)
     lines.append(
         common.table(
@@ -264,32 +272,40 @@ def _body(results, tuned, tune_rows, nets, epochs, quick) -> list[str]:  # noqa:
     return lines
 
 
-def _find(results: list[Result], dataset: str, network: str, algorithm: str) -> Result:
+def _find(results: list[Result], dataset: str, network: str, algorithm: str) -> Result | None:
     return next(
-        r for r in results if (r.dataset, r.network, r.algorithm) == (dataset, network, algorithm)
+        (
+            r
+            for r in results
+            if (r.dataset, r.network, r.algorithm) == (dataset, network, algorithm)
+        ),
+        None,
     )
 
 
 def claims(results: list[Result]) -> list[str]:
     out = []
     pairs = {(r.dataset, r.network) for r in results}
+    both = [p for p in sorted(pairs) if _find(results, *p, "zil") and _find(results, *p, "bp")]
     same = [
-        p
-        for p in sorted(pairs)
-        if _find(results, *p, "zil").accuracy == _find(results, *p, "bp").accuracy
+        p for p in both if _find(results, *p, "zil").accuracy == _find(results, *p, "bp").accuracy
     ]
-    out.append(
-        f"Z-IL's test accuracy equals BP's after every epoch on {len(same)}/{len(pairs)} runs."
-    )
+    if both:
+        out.append(
+            f"Z-IL's test accuracy equals BP's after every epoch on {len(same)}/{len(both)} runs."
+        )
     for algorithm in ("il", "ipc"):
+        with_bp = [p for p in both if _find(results, *p, algorithm)]
+        if not with_bp:
+            continue
         gaps = [
             100
             * (_find(results, *p, algorithm).accuracy[-1] - _find(results, *p, "bp").accuracy[-1])
-            for p in sorted(pairs)
+            for p in with_bp
         ]
         out.append(
             f"{ALGORITHM_LABELS[algorithm]} minus BP, final test accuracy: "
-            + ", ".join(f"{d}/{n} {g:+.2f}" for (d, n), g in zip(sorted(pairs), gaps))
+            + ", ".join(f"{d}/{n} {g:+.2f}" for (d, n), g in zip(with_bp, gaps))
             + " points."
         )
     return out
@@ -302,6 +318,8 @@ def _draw(fig: Any, results: list[Result]) -> None:
             ax = axes[i][j]
             for algorithm, label in ALGORITHM_LABELS.items():
                 r = _find(results, dataset, network, algorithm)
+                if r is None:
+                    continue
                 ax.plot(
                     range(1, len(r.accuracy) + 1),
                     [100 * a for a in r.accuracy],
@@ -325,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=common.DEFAULT_OUT, help="folder for the report")
     ap.add_argument("--datasets", default="mnist,fashion_mnist", help="comma-separated")
     ap.add_argument("--settings", default="", help="il_steps=,il_rate=,ipc_steps=,ipc_lr=")
+    ap.add_argument("--networks", default="mlp,lenet", help="comma-separated")
+    ap.add_argument("--algorithms", default="bp,zil,il,ipc", help="comma-separated")
     args = ap.parse_args(argv)
     settings = None
     if args.settings:
@@ -334,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             "ipc": {"steps": int(given["ipc_steps"]), "lr": float(given["ipc_lr"])},
         }
     datasets = tuple(args.datasets.split(","))
-    print(run(args.quick, args.out, datasets, settings))
+    nets, algorithms = tuple(args.networks.split(",")), tuple(args.algorithms.split(","))
+    print(run(args.quick, args.out, datasets, settings, nets, algorithms))
     return 0
 
 
