@@ -289,6 +289,7 @@ class Task:
     target: str
     onehot: int | None  # the number of classes when the target is one-hot floats
     predict: str | None  # the node whose argmax is the predicted class
+    validation: tuple | None = None  # (x, y) held out of the training part, or None
 
     def batch(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         if self.onehot is not None:
@@ -370,7 +371,19 @@ def make_task(args: argparse.Namespace, graph: Any, label: str, dtype: str) -> T
             "line feeds class labels (shape (), int64) or one-hot vectors (shape (classes,))"
         )
     predict = _prediction_node(prog, getattr(args, "predict", None))
-    return Task(graph, prog, label, data, x_name, y_name, onehot, predict)
+    validation = None
+    fraction = getattr(args, "validation", None) or (
+        0.1 if getattr(args, "early_stopping", 0) else 0
+    )
+    if fraction:
+        # The last part of the training examples, held out before any training: the batches
+        # come from the rest, so the validation loss is measured on examples never trained on.
+        held = max(1, int(round(len(data.y_train) * fraction)))
+        if held >= len(data.y_train):
+            raise OptionError(f"--validation {fraction}: leaves no training examples")
+        validation = (data.x_train[-held:], data.y_train[-held:])
+        data = data.subset(train=len(data.y_train) - held)
+    return Task(graph, prog, label, data, x_name, y_name, onehot, predict, validation)
 
 
 # --------------------------------------------------------------------------- training runs
@@ -380,6 +393,21 @@ def make_optimizer(args: argparse.Namespace) -> Any:
     if args.optimizer == "sgd":
         return OPTIMIZERS["sgd"](lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     return OPTIMIZERS["adam"](lr=args.lr, weight_decay=args.weight_decay)
+
+
+def make_schedule(args: argparse.Namespace, n_train: int) -> Any:
+    """The learning-rate schedule the options name (``pc.optim``), or None for a constant
+    rate without warm-up.  Epoch counts become update counts with this data set's batches."""
+    from . import optim
+
+    per_epoch = math.ceil(n_train / args.batch_size)
+    kind, warmup = getattr(args, "lr_schedule", "constant"), getattr(args, "warmup", 0)
+    if kind == "step":
+        return optim.step_decay(args.lr, args.lr_step_epochs * per_epoch, args.lr_gamma, warmup)
+    if kind == "cosine":
+        total = max(args.epochs * per_epoch - warmup, 1)
+        return optim.cosine(args.lr, total, args.lr_final, warmup)
+    return optim.constant(args.lr, warmup) if warmup else None
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
@@ -422,6 +450,9 @@ def train_epochs(
             start = time.perf_counter()
             train_loss, train_acc = task.evaluate(run.params, data.x_train, data.y_train)
             test_loss, test_acc = task.evaluate(run.params, data.x_test, data.y_test)
+            val_loss, val_acc = (
+                task.evaluate(run.params, *task.validation) if task.validation else (None, None)
+            )
             rows[run.algorithm] = {
                 "epoch": epoch,
                 "algorithm": run.algorithm,
@@ -431,6 +462,8 @@ def train_epochs(
                 "train_acc": train_acc,
                 "test_loss": test_loss,
                 "test_acc": test_acc,
+                **({"val_loss": val_loss, "val_acc": val_acc} if task.validation else {}),
+                "lr": run.optimizer.lr,
                 "train_seconds": run.seconds,
                 "eval_seconds": time.perf_counter() - start,
             }
@@ -536,6 +569,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"note: graph.json not written: {e}", file=sys.stderr)
     config = _config(args, "train", label)
     run = compare.Run(args.algorithm, task.prog.init_params(seed=args.seed), optimizer, options)
+    run.schedule = make_schedule(args, len(task.data.y_train))
+    stopper = compare.EarlyStopping(args.early_stopping) if args.early_stopping else None
     first = 1
     if args.resume:
         first = _restore(out, task, run, optimizer, history)
@@ -549,6 +584,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for epoch, rows in train_epochs(task, [run], args, first):
         row = rows[args.algorithm]
         history.append(row)
+        stop = stopper is not None and stopper.update(row["val_loss"])
         print(
             f"epoch {epoch:3d}/{args.epochs}  loss {row['loss']:.6f}  "
             f"train acc {_fmt(row['train_acc'], '.4f')}  test acc {_fmt(row['test_acc'], '.4f')}  "
@@ -567,6 +603,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             "seed": args.seed,
         }
         save(out / "checkpoint.npz", run.params, optimizer.state_dict(), meta, program=task.prog)
+        if stop:
+            print(
+                f"early stopping: the validation loss has not improved for "
+                f"{args.early_stopping} epoch(s) (best {stopper.best:.6f} at epoch "
+                f"{stopper.best_at + first - 1})"
+            )
+            break
     print(f"wrote {out / 'metrics.csv'}, {out / 'metrics.json'}, {out / 'checkpoint.npz'}")
     if not args.no_plot:
         from . import plots
@@ -597,6 +640,13 @@ RESUMED = (
     "weight_decay",
     "batch_size",
     "predict",
+    "lr_schedule",
+    "warmup",
+    "lr_step_epochs",
+    "lr_gamma",
+    "lr_final",
+    "validation",
+    "early_stopping",
 )
 
 
@@ -690,6 +740,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = compare.same_start(
         task.prog, algorithms, lambda: make_optimizer(args), args.seed, options
     )
+    for r in runs.values():
+        r.schedule = make_schedule(args, len(task.data.y_train))
     print(
         f"comparing {', '.join(algorithms)} on {label} ({task.prog}) with {args.data} "
         f"({len(task.data.y_train)} train, {len(task.data.y_test)} test), "
@@ -859,6 +911,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonneg_int(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -1024,6 +1080,36 @@ def _training_options(p: argparse.ArgumentParser, out_default: str, several: boo
         metavar="WD",
         help="weight decay; decoupled for adam (default: 0)",
     )
+    g.add_argument(
+        "--lr-schedule",
+        choices=["constant", "step", "cosine"],
+        default="constant",
+        help="the learning rate over the run: constant, step (times --lr-gamma every "
+        "--lr-step-epochs epochs) or cosine (down to --lr-final times --lr at the end) "
+        "(default: constant)",
+    )
+    g.add_argument(
+        "--warmup", type=_nonneg_int, default=0, metavar="N", help="updates of linear warm-up"
+    )
+    g.add_argument("--lr-step-epochs", type=_positive_int, default=10, metavar="N")
+    g.add_argument("--lr-gamma", type=_finite_float, default=0.1, metavar="G")
+    g.add_argument("--lr-final", type=_finite_float, default=0.0, metavar="F")
+    g.add_argument(
+        "--validation",
+        type=_finite_float,
+        default=None,
+        metavar="FRACTION",
+        help="hold out this fraction of the training examples and report its loss and accuracy "
+        "each epoch (default: none; 0.1 with --early-stopping)",
+    )
+    if not several:
+        g.add_argument(
+            "--early-stopping",
+            type=_positive_int,
+            default=0,
+            metavar="PATIENCE",
+            help="stop when the validation loss has not improved for PATIENCE epochs",
+        )
     g.add_argument(
         "--predict",
         metavar="NODE",

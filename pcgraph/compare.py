@@ -12,6 +12,7 @@ update of each in turn, so that their parameters can be compared after any step.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import checks
 from .backends import to_numpy
 from .errors import OptionError
 
@@ -41,6 +43,7 @@ class Run:
     examples: int = 0  # the latest epoch's examples
     loss_sum: float = 0.0  # the latest epoch's batch losses times batch sizes, summed
     seconds: float = 0.0  # the latest epoch's time in train_step
+    schedule: Any = None  # a pc.optim.Schedule: sets the optimiser's lr before every update
 
     @property
     def mean_loss(self) -> float:
@@ -88,6 +91,8 @@ def train_epoch(
         # Every array of a feed has the batch size as its first axis (train_step checks it).
         size = next((int(np.shape(v)[0]) for v in feed.values()), 0)
         for run in runs:
+            if run.schedule is not None:
+                run.schedule.apply(run.optimizer, run.step)
             start = time.perf_counter()
             loss = prog.train_step(
                 run.params, feed, algorithm=run.algorithm, optimizer=run.optimizer, **run.options
@@ -99,6 +104,29 @@ def train_epoch(
             run.step += 1
         if on_batch is not None:
             on_batch()
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when a validation loss has not improved for ``patience`` epochs in a row (by
+    more than ``min_delta``).  ``update(loss)`` after each epoch returns whether to stop;
+    ``best`` and ``best_at`` (its 1-based epoch among the updates) say where it was best."""
+
+    patience: int
+    min_delta: float = 0.0
+    best: float = math.inf
+    best_at: int = 0
+    seen: int = 0
+
+    def __post_init__(self) -> None:
+        checks.count(self.patience, "EarlyStopping: patience")
+        checks.real(self.min_delta, "EarlyStopping: min_delta", 0.0)
+
+    def update(self, loss: float) -> bool:
+        self.seen += 1
+        if loss is not None and math.isfinite(loss) and loss < self.best - self.min_delta:
+            self.best, self.best_at = float(loss), self.seen
+        return self.seen - self.best_at >= self.patience
 
 
 def max_abs_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:

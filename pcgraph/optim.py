@@ -395,3 +395,66 @@ class Adam(Optimizer):
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+# --------------------------------------------------------------------------- learning rates
+@dataclass(frozen=True)
+class Schedule:
+    """A learning rate that depends on the update count: ``schedule(step)`` is the rate of
+    update ``step`` (0-based), ``base`` times ``factor(step)``.  ``apply(optimizer, step)``
+    sets ``optimizer.lr`` before that update; a run resumed at step ``k`` continues the same
+    rates.  Build one with ``constant``, ``step_decay`` or ``cosine`` (each with an optional
+    linear warm-up)."""
+
+    kind: str
+    base: float
+    warmup: int = 0  # updates of linear warm-up from base / (warmup + 1) to base
+    every: int = 0  # step_decay: multiply by gamma every ``every`` updates
+    gamma: float = 1.0
+    total: int = 0  # cosine: updates from the end of the warm-up to the final rate
+    final: float = 0.0  # cosine: the rate reached after ``total`` updates, as a fraction of base
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("constant", "step", "cosine"):
+            raise OptionError(f"Schedule: kind {self.kind!r} must be constant, step or cosine")
+        _check("lr", self.base, 0.0, low_open=True, what=f"{self.kind} schedule")
+        checks.integer(self.warmup, f"{self.kind} schedule: warmup", 0, checks.MAX_COUNT)
+        if self.kind == "step":
+            checks.count(self.every, "step_decay: every")
+            checks.real(self.gamma, "step_decay: gamma", 0.0, 1.0, low_open=True)
+        if self.kind == "cosine":
+            checks.count(self.total, "cosine: total")
+            checks.real(self.final, "cosine: final", 0.0, 1.0)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.base * (step + 1) / (self.warmup + 1)
+        t = step - self.warmup
+        if self.kind == "step":
+            return self.base * self.gamma ** (t // self.every)
+        if self.kind == "cosine":
+            progress = min(t / self.total, 1.0)
+            return self.base * (
+                self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * progress))
+            )
+        return self.base
+
+    def apply(self, optimizer: Optimizer, step: int) -> None:
+        """Set ``optimizer.lr`` to this schedule's rate for update ``step``."""
+        optimizer.lr = self(step)
+
+
+def constant(lr: float, warmup: int = 0) -> Schedule:
+    """``lr`` throughout (after ``warmup`` updates rising linearly to it)."""
+    return Schedule("constant", lr, warmup)
+
+
+def step_decay(lr: float, every: int, gamma: float = 0.1, warmup: int = 0) -> Schedule:
+    """``lr * gamma ** (updates // every)`` (after the warm-up)."""
+    return Schedule("step", lr, warmup, every=every, gamma=gamma)
+
+
+def cosine(lr: float, total: int, final: float = 0.0, warmup: int = 0) -> Schedule:
+    """From ``lr`` down to ``final * lr`` over ``total`` updates along half a cosine (after
+    the warm-up), then ``final * lr``."""
+    return Schedule("cosine", lr, warmup, total=total, final=final)

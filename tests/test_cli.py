@@ -636,3 +636,28 @@ def test_evaluate_reports_a_runs_checkpoint(tmp_path: Path, capsys) -> None:  # 
 def test_evaluate_needs_a_run_folder(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     code, _, err = run(["evaluate", "--run", str(tmp_path)], capsys)
     assert code == 2 and "metrics.json" in err
+
+
+def test_cli_schedules_and_early_stopping(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "run"
+    code, text, _ = _train(
+        out,
+        capsys,
+        "--epochs",
+        "40",
+        "--lr-schedule",
+        "step",
+        "--lr-step-epochs",
+        "1",
+        "--lr-gamma",
+        "0.5",
+        "--early-stopping",
+        "2",
+    )
+    assert code == 0 and "early stopping: the validation loss has not improved for 2" in text
+    rows = json.loads((out / "metrics.json").read_text())["epochs"]
+    assert 3 <= len(rows) < 40
+    assert [r["lr"] for r in rows[:3]] == pytest.approx([0.01 * 0.5**k for k in range(3)])
+    assert all("val_loss" in r for r in rows)
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["validation"] is None and config["early_stopping"] == 2

@@ -201,3 +201,48 @@ def test_parameters_keep_their_arrays_across_steps() -> None:
     held = params["W0"]
     prog.train_step(params, batch, optimizer=pc.optim.SGD(lr=0.1, momentum=0.9))
     assert params["W0"] is held
+
+
+# --------------------------------------------------------------------------- schedules
+def test_learning_rate_schedules_follow_their_formulas() -> None:
+    import math
+
+    cos = pc.optim.cosine(0.1, total=10, final=0.2, warmup=2)
+    assert [cos(i) for i in range(2)] == pytest.approx([0.1 / 3, 0.2 / 3])
+    assert cos(2) == pytest.approx(0.1)
+    assert cos(7) == pytest.approx(0.1 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * 0.5))))
+    assert cos(12) == cos(100) == pytest.approx(0.02)
+    step = pc.optim.step_decay(1.0, every=3, gamma=0.5)
+    assert [step(i) for i in range(7)] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+    assert pc.optim.constant(0.3)(10**6) == 0.3
+    opt = pc.optim.SGD(lr=1.0)
+    step.apply(opt, 6)
+    assert opt.lr == 0.25
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: pc.optim.cosine(0.1, total=0), "cosine: total=0"),
+        (lambda: pc.optim.step_decay(0.1, every=2, gamma=1.5), "gamma=1.5"),
+        (lambda: pc.optim.constant(-1.0), "lr=-1.0"),
+        (lambda: pc.optim.constant(0.1, warmup=-1), "warmup=-1"),
+    ],
+)
+def test_a_bad_schedule_is_an_option_error(make, match: str) -> None:  # noqa: ANN001
+    with pytest.raises(pc.OptionError, match=match):
+        make()
+
+
+def test_early_stopping_counts_epochs_without_improvement() -> None:
+    stop = pc.compare.EarlyStopping(patience=2, min_delta=0.01)
+    assert [stop.update(x) for x in (1.0, 0.5, 0.495, 0.6, 0.4, 0.45, 0.41)] == [
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert (stop.best, stop.best_at) == (0.4, 5)
