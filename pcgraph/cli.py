@@ -1273,7 +1273,7 @@ COMMANDS: dict[str, Command] = {
             "pcgraph train --model mlp --data digits --epochs 3",
             "pcgraph train --model lenet --data mnist --algorithm zil --epochs 5 \\\n"
             "      --batch-size 64 --lr 0.05 --optimizer sgd --seed 0 --out runs/lenet-zil",
-            "pcgraph train --graph my_model.py:build --data mnist --limit 5000",
+            "pcgraph train --graph examples/my_model.py:build --data mnist --limit 5000",
         ),
     ),
     "compare": Command(
@@ -1285,7 +1285,7 @@ COMMANDS: dict[str, Command] = {
         cmd_compare,
         (
             "pcgraph compare --model mlp --data digits --algorithms bp,zil,il,fpa --epochs 3",
-            "pcgraph compare --graph my_model.py --algorithms bp,il --algo-option il:steps=50",
+            "pcgraph compare --graph examples/my_model.py --algorithms bp,il --algo-option il:steps=50",
         ),
     ),
     "evaluate": Command(
@@ -1304,7 +1304,10 @@ COMMANDS: dict[str, Command] = {
         "Compile the model and print the schedule of --algorithm, one step per line.",
         _configure_schedule,
         cmd_schedule,
-        ("pcgraph schedule --model mlp --algorithm zil", "pcgraph schedule --graph model.json"),
+        (
+            "pcgraph schedule --model mlp --algorithm zil",
+            "pcgraph schedule --graph runs/mlp-bp/graph.json",
+        ),
     ),
     "draw": Command(
         "draw or export the graph with each node's Z-IL level",
@@ -1314,7 +1317,7 @@ COMMANDS: dict[str, Command] = {
         cmd_draw,
         (
             "pcgraph draw --model mlp --out graph.png",
-            "pcgraph draw --graph my_model.py --out g.dot",
+            "pcgraph draw --graph examples/my_model.py --out g.dot",
         ),
     ),
     "verify": Command(
@@ -1326,7 +1329,10 @@ COMMANDS: dict[str, Command] = {
         "--data is given.",
         _configure_verify,
         cmd_verify,
-        ("pcgraph verify --graph my_model.py:build", "pcgraph verify --model lenet --data mnist"),
+        (
+            "pcgraph verify --graph examples/my_model.py:build",
+            "pcgraph verify --model lenet --data mnist",
+        ),
     ),
     "reproduce": Command(
         "re-run one of the seed papers' experiments (examples/reproduce)",
