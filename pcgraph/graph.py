@@ -343,8 +343,10 @@ class Graph:
 
     def node(self, name: str) -> Node:
         """The handle of the node called ``name``."""
-        if name not in self.nx:
-            raise GraphError(f"no node named {name!r} in graph {self.name!r}")
+        if not isinstance(name, str) or name not in self.nx:
+            raise GraphError(
+                f"no node named {name!r:.60} in graph {self.name!r}{known_names(name, self.nx)}"
+            )
         return Node(self, name)
 
     def _of_kind(self, kind: str) -> list[str]:
@@ -448,6 +450,18 @@ class Graph:
 
 
 _BATCHED = {"input": True, "target": True, "param": False, "const": False}
+
+
+def known_names(name: object, names: Iterable[str], shown: int = 12) -> str:
+    """A hint for an unknown node ``name``: the closest existing names, or the first few."""
+    import difflib
+
+    existing = [n for n in names if isinstance(n, str)]
+    close = difflib.get_close_matches(str(name), existing, n=3) if isinstance(name, str) else []
+    if close:
+        return f"; did you mean {', '.join(map(repr, close))}?"
+    more = f", ... ({len(existing)} in all)" if len(existing) > shown else ""
+    return f"; its nodes: {', '.join(existing[:shown])}{more}"
 
 
 def operands_of(G: nx.MultiDiGraph, name: str) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from . import checks
 from .compile import Compiled, analyse, forward_steps
 from .errors import FeedError, GraphError, NumericalError, OptionError
 from .execute import SCALE_SLOT, Lowered, lower
-from .graph import Graph, Node
+from .graph import Graph, Node, known_names
 from .init import INITIALIZERS, default_init
 from .schedule import Schedule, Section
 
@@ -312,7 +312,10 @@ class Program:
         if not isinstance(name, str):
             raise GraphError(f"a node is named by a string or a Node handle, got {name!r:.60}")
         if name not in self.compiled.nodes:
-            raise GraphError(f"no node named {name!r} in program {self.name!r}")
+            raise GraphError(
+                f"no node named {name!r} in program {self.name!r}"
+                + known_names(name, self.compiled.nodes)
+            )
         return name
 
     # ------------------------------------------------------------------ running

@@ -504,3 +504,12 @@ def test_env_var_naming_an_unknown_backend_fails_at_compile(
     monkeypatch.setenv("PCGRAPH_BACKEND", "bogus")
     with pytest.raises(pc.BackendError, match=r"'bogus' \(from \$PCGRAPH_BACKEND\)"):
         pc.compile(small())
+
+
+def test_an_unknown_node_name_suggests_the_names_that_exist() -> None:
+    g = pc.models.mlp(sizes=(4, 3, 2))
+    prog = pc.compile(g)
+    with pytest.raises(pc.GraphError, match=r"no node named 'relu0'.*did you mean 'relu_0'\?"):
+        prog.evaluate(prog.init_params(0), {"x": np.zeros((1, 4), np.float32)}, "relu0")
+    with pytest.raises(pc.GraphError, match=r"its nodes: x, fc0.W, fc0.b, fc0, relu_0, .*, loss$"):
+        g.node("zzzzzz")
