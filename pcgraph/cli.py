@@ -25,10 +25,11 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -470,6 +471,37 @@ def train_epochs(
         yield epoch, rows
 
 
+class TensorBoard:
+    """Each epoch's metric rows as TensorBoard scalars (tensorboardX), one run per algorithm:
+    ``OUT/tensorboard/ALGORITHM``, x-axis the epoch.  OptionError when tensorboardX is
+    missing, before any training."""
+
+    def __init__(self, out: Path) -> None:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise OptionError(
+                "--tensorboard needs tensorboardX: pip install 'pcgraph[tensorboard]'"
+            ) from None
+        self.root, self.writers, self.make = out / "tensorboard", {}, SummaryWriter
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            algorithm = row["algorithm"]
+            if algorithm not in self.writers:
+                self.writers[algorithm] = self.make(logdir=str(self.root / algorithm))
+            writer = self.writers[algorithm]
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                    if value is not None and math.isfinite(value):
+                        writer.add_scalar(key, value, global_step=row["epoch"])
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+
 def write_metrics(out: Path, rows: list[dict[str, Any]], config: dict[str, Any]) -> None:
     """``metrics.csv`` and ``metrics.json`` in ``out``, each written atomically."""
     from .io import atomic_write_text
@@ -521,7 +553,11 @@ def _out_dir(args: argparse.Namespace, default: str, resuming: bool = False) -> 
     out = Path(args.out) if args.out else Path("runs") / re.sub(r"[^\w.-]", "_", default)
     if out.exists() and not out.is_dir():
         raise OptionError(f"--out {str(out)!r} exists and is not a directory")
-    old = [name for name in RUN_FILES if (out / name).exists()] if out.is_dir() else []
+    old = (
+        [name for name in (*RUN_FILES, "tensorboard") if (out / name).exists()]
+        if out.is_dir()
+        else []
+    )
     if old and not resuming:
         if not getattr(args, "overwrite", False):
             raise OptionError(
@@ -529,7 +565,10 @@ def _out_dir(args: argparse.Namespace, default: str, resuming: bool = False) -> 
                 "to replace it, --resume to continue it, or another --out"
             )
         for name in old:
-            (out / name).unlink()
+            if (out / name).is_dir():  # the tensorboard folder
+                shutil.rmtree(out / name)
+            else:
+                (out / name).unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -571,6 +610,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = compare.Run(args.algorithm, task.prog.init_params(seed=args.seed), optimizer, options)
     run.schedule = make_schedule(args, len(task.data.y_train))
     stopper = compare.EarlyStopping(args.early_stopping) if args.early_stopping else None
+    board = TensorBoard(out) if args.tensorboard else None
     first = 1
     if args.resume:
         first = _restore(out, task, run, optimizer, history)
@@ -585,6 +625,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         row = rows[args.algorithm]
         history.append(row)
         stop = stopper is not None and stopper.update(row["val_loss"])
+        if board is not None:
+            board.write([row])
         print(
             f"epoch {epoch:3d}/{args.epochs}  loss {row['loss']:.6f}  "
             f"train acc {_fmt(row['train_acc'], '.4f')}  test acc {_fmt(row['test_acc'], '.4f')}  "
@@ -610,6 +652,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{stopper.best_at + first - 1})"
             )
             break
+    if board is not None:
+        board.close()
+        print(f"wrote TensorBoard scalars to {board.root} (tensorboard --logdir {board.root})")
     print(f"wrote {out / 'metrics.csv'}, {out / 'metrics.json'}, {out / 'checkpoint.npz'}")
     if not args.no_plot:
         from . import plots
@@ -752,7 +797,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = _config(args, "compare", label)
     rows: list[dict[str, Any]] = []
     width = max(9, *(len(a) for a in algorithms))
+    board = TensorBoard(out) if args.tensorboard else None
     for epoch, latest in train_epochs(task, list(runs.values()), args):
+        if board is not None:
+            board.write(latest.values())
         print(f"epoch {epoch}/{args.epochs}")
         print(
             f"  {'algorithm':<{width}}  {'loss':>10}  {'train acc':>9}  {'test acc':>9}  "
@@ -769,6 +817,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 flush=True,
             )
         write_metrics(out, rows, config)
+    if board is not None:
+        board.close()
     print(f"wrote {out / 'metrics.csv'}, {out / 'metrics.json'}")
     if not args.no_plot:
         from . import plots
@@ -1138,6 +1188,12 @@ def _training_options(p: argparse.ArgumentParser, out_default: str, several: boo
         help="no progress bar (bars need tqdm, go to stderr and show only on a terminal)",
     )
     o.add_argument("--no-plot", action="store_true", help="do not draw the PNG plot")
+    o.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write each epoch's metrics as TensorBoard scalars to OUT/tensorboard "
+        "(needs tensorboardX: pip install 'pcgraph[tensorboard]')",
+    )
 
 
 def _configure_train(p: argparse.ArgumentParser) -> None:

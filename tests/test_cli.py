@@ -661,3 +661,26 @@ def test_cli_schedules_and_early_stopping(tmp_path: Path, capsys) -> None:  # no
     assert all("val_loss" in r for r in rows)
     config = json.loads((out / "metrics.json").read_text())["config"]
     assert config["validation"] is None and config["early_stopping"] == 2
+
+
+def test_tensorboard_scalars_of_every_epoch(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    if importlib.util.find_spec("tensorboardX") is None:
+        pytest.skip("tensorboardX is not installed (pip install 'pcgraph[tensorboard]')")
+    out = tmp_path / "run"
+    code, text, _ = _train(out, capsys, "--epochs", "2", "--tensorboard")
+    assert code == 0 and "TensorBoard scalars" in text
+    events = list((out / "tensorboard" / "bp").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    data, tags = events[0].read_bytes(), []
+    while data:  # TFRecord: length, crc, payload, crc
+        (length,) = struct.unpack("<Q", data[:8])
+        event = event_pb2.Event.FromString(data[12 : 12 + length])
+        tags += [(v.tag, event.step) for v in event.summary.value]
+        data = data[16 + length :]
+    assert ("test_acc", 1) in tags and ("test_acc", 2) in tags and ("lr", 2) in tags
+    code, _, _ = _train(out, capsys, "--epochs", "1", "--overwrite")
+    assert code == 0 and not (out / "tensorboard").exists()
