@@ -29,6 +29,49 @@ def _pyplot() -> Any:
     return plt
 
 
+# One colour per algorithm in every figure the project draws (the CLI's and the reproductions').
+COLORS = {
+    "bp": "#1f77b4",
+    "zil": "#d62728",
+    "il": "#2ca02c",
+    "fpa": "#9467bd",
+    "il-prox": "#ff7f0e",
+    "ipc": "#8c564b",
+}
+_SPARE = ("#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def color(algorithm: str) -> str:
+    """The colour of ``algorithm`` in every plot (a fixed spare one for others)."""
+    if algorithm in COLORS:
+        return COLORS[algorithm]
+    return _SPARE[sum(map(ord, algorithm)) % len(_SPARE)]
+
+
+def coincident(series: Mapping[str, Sequence[float]]) -> dict[str, str]:
+    """For each series equal, point for point, to an earlier one: the name of that one (so a
+    legend can say "zil = bp" where the curves hide each other)."""
+    out: dict[str, str] = {}
+    names = list(series)
+    for i, name in enumerate(names):
+        for other in names[:i]:
+            if other not in out and list(series[name]) == list(series[other]):
+                out[name] = other
+                break
+    return out
+
+
+def _limits(ax: Any, values: Sequence[float]) -> None:
+    """A y-range that shows the data: a one-point curve gets a margin around its value, not an
+    axis from 0.945 to 1.050."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return
+    low, high = min(finite), max(finite)
+    pad = max((high - low) * 0.1, abs(high) * 0.02, 1e-3)
+    ax.set_ylim(low - pad, high + pad)
+
+
 def _finite(values: Sequence[Any]) -> list[float]:
     return [float(v) if v is not None and math.isfinite(float(v)) else math.nan for v in values]
 
@@ -40,6 +83,9 @@ def _save(fig: Any, path: PathLike) -> Path:
     try:
         for ax in fig.axes:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+            xs = [x for line in ax.get_lines() for x in line.get_xdata()]
+            if xs:  # half an epoch either side: a one-epoch run is not a lone point mid-axis
+                ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
         fig.tight_layout()
         return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     finally:
@@ -51,12 +97,19 @@ def training_curves(rows: Sequence[Mapping[str, Any]], path: PathLike, title: st
     plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, _finite([r["train_loss"] for r in rows]), "o-", label="train")
-    ax_loss.plot(epochs, _finite([r["test_loss"] for r in rows]), "s--", label="test")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.plot(epochs, _finite([r["train_acc"] for r in rows]), "o-", label="train")
-    ax_acc.plot(epochs, _finite([r["test_acc"] for r in rows]), "s--", label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    curves = {
+        "loss": ("train_loss", "test_loss", "val_loss"),
+        "accuracy": ("train_acc", "test_acc", "val_acc"),
+    }
+    for ax, (what, keys) in zip((ax_loss, ax_acc), curves.items()):
+        shown: list[float] = []
+        for key, mark in zip(keys, ("o-", "s--", "^:")):
+            if any(key in r for r in rows):
+                values = _finite([r.get(key) for r in rows])
+                shown += values
+                ax.plot(epochs, values, mark, label=key.split("_")[0])
+        _limits(ax, shown)
+        ax.set(xlabel="epoch", ylabel=what, title=what)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -70,18 +123,32 @@ def comparison(
     """Loss, test accuracy and max |param - bp param| (log scale) per epoch and algorithm."""
     plt = _pyplot()
     fig, (ax_loss, ax_acc, ax_div) = plt.subplots(1, 3, figsize=(15, 4))
+    per = {a: [r for r in rows if r["algorithm"] == a] for a in algorithms}
+    losses = {a: _finite([r["loss"] for r in per[a]]) for a in algorithms}
+    accs = {a: _finite([r["test_acc"] for r in per[a]]) for a in algorithms}
+    same_loss, same_acc = coincident(losses), coincident(accs)
     for algo in algorithms:
-        mine = [r for r in rows if r["algorithm"] == algo]
-        epochs = [r["epoch"] for r in mine]
-        ax_loss.plot(epochs, _finite([r["loss"] for r in mine]), "o-", label=algo)
-        ax_acc.plot(epochs, _finite([r["test_acc"] for r in mine]), "o-", label=algo)
+        epochs = [r["epoch"] for r in per[algo]]
+        style = {"color": color(algo), "marker": "o"}
+        # A curve equal to an earlier one is dashed and named after it, so it does not vanish.
+        for ax, values, same in ((ax_loss, losses, same_loss), (ax_acc, accs, same_acc)):
+            dashed = algo in same
+            ax.plot(
+                epochs,
+                values[algo],
+                linestyle="--" if dashed else "-",
+                label=f"{algo} = {same[algo]}" if dashed else algo,
+                **style,
+            )
         if algo == "bp":
             continue
-        div = _finite([r["max_abs_diff_vs_bp"] for r in mine])
+        div = _finite([r["max_abs_diff_vs_bp"] for r in per[algo]])
         # A log axis cannot show 0: bit-identical epochs are drawn at the bottom and labelled.
         zero = all(d == 0.0 for d in div)
         shown = [d if d > 0.0 else math.nan for d in div]
-        ax_div.plot(epochs, shown, "o-", label=f"{algo} (identical: 0)" if zero else algo)
+        ax_div.plot(epochs, shown, label=f"{algo} (identical: 0)" if zero else algo, **style)
+    _limits(ax_loss, [v for a in algorithms for v in losses[a]])
+    _limits(ax_acc, [v for a in algorithms for v in accs[a]])
     ax_loss.set(xlabel="epoch", ylabel="train loss (batch mean)", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
     ax_div.set(xlabel="epoch", ylabel="max |param - bp param|", title="divergence from BP")
@@ -97,4 +164,4 @@ def comparison(
     return _save(fig, path)
 
 
-__all__ = ["available", "training_curves", "comparison"]
+__all__ = ["available", "training_curves", "comparison", "color", "coincident", "COLORS"]

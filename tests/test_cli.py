@@ -684,3 +684,12 @@ def test_tensorboard_scalars_of_every_epoch(tmp_path: Path, capsys) -> None:  # 
     assert ("test_acc", 1) in tags and ("test_acc", 2) in tags and ("lr", 2) in tags
     code, _, _ = _train(out, capsys, "--epochs", "1", "--overwrite")
     assert code == 0 and not (out / "tensorboard").exists()
+
+
+def test_plots_give_each_algorithm_one_colour_and_name_coincident_curves() -> None:
+    from pcgraph import plots
+
+    assert plots.color("zil") == plots.COLORS["zil"] and plots.color("bp") != plots.color("zil")
+    assert plots.color("my-algo") == plots.color("my-algo")  # a stable spare colour
+    same = plots.coincident({"bp": [1.0, 0.5], "zil": [1.0, 0.5], "il": [1.2, 0.7]})
+    assert same == {"zil": "bp"}
