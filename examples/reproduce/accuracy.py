@@ -280,7 +280,7 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
             ax.bar(
                 range(len(mine)),
                 [100 * r.accuracy for r in mine],
-                color=["C0", "C1", "C2", "C3", "C4"][: len(mine)],
+                color=[common.color(r.algorithm) for r in mine],
             )
             ax.set_xticks(range(len(mine)), [SHORT[r.algorithm] for r in mine])
             ax.tick_params(axis="x", labelrotation=60, labelsize=7)

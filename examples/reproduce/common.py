@@ -253,6 +253,27 @@ def report(
     return text
 
 
+def color(label: str) -> str:
+    """The colour of the algorithm a row or curve label names ("BP", "Z-IL", "IL (20 steps)",
+    "FPA, rate 1", "iPC (layers)", ...): the one ``pcgraph.plots`` gives it in every figure."""
+    from pcgraph import plots
+
+    head = label.split(",")[0].split("(")[0].strip().lower()
+    for prefix, key in (
+        ("bp", "bp"),
+        ("z-il", "zil"),
+        ("il-prox", "il-prox"),
+        ("ipc", "ipc"),
+        ("fpa", "fpa"),
+        ("strict il", "il"),
+        ("standard il", "il"),
+        ("il", "il"),
+    ):
+        if head.startswith(prefix):
+            return plots.color(key)
+    return plots.color(head)
+
+
 def figure(
     out: Path, name: str, draw: Callable[[Any], None], size: tuple[float, float]
 ) -> str | None:

@@ -94,8 +94,15 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
     def draw(fig: Any) -> None:
         axes = fig.subplots(1, len(points), sharey=True)
         for ax, when in zip(axes, points):
-            for label, _, _ in METHODS:
-                ax.plot(steps, np.maximum(errors[(when, label)], 1e-17), marker=".", label=label)
+            for k, (label, _, _) in enumerate(METHODS):
+                ax.plot(
+                    steps,
+                    np.maximum(errors[(when, label)], 1e-17),
+                    marker=".",
+                    linestyle=("-", "--", ":")[k % 3],  # two FPA rates share FPA's colour
+                    color=common.color(label),
+                    label=label,
+                )
             ax.axvline(depth, color="grey", lw=0.8, ls="--", label=f"depth {depth}")
             ax.set_xscale("log")
             ax.set_yscale("log")

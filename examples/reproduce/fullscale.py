@@ -325,6 +325,7 @@ def _draw(fig: Any, results: list[Result]) -> None:
                     [100 * a for a in r.accuracy],
                     label=label,
                     marker="o",
+                    color=common.color(label),
                     linestyle="--" if algorithm == "zil" else "-",
                 )
             ax.set_title(f"{network}, {dataset}")

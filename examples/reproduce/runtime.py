@@ -86,8 +86,10 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
                 [medians[key][label] for key in keys],
                 width=width,
                 label=label,
+                color=common.color(label),
             )
         ax.set_xticks(range(len(keys)), keys)
+        ax.set_xlabel("network")
         ax.set_yscale("log")
         ax.set_ylabel("ms per weight update (median)")
         ax.legend(fontsize=8)

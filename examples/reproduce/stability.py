@@ -98,13 +98,15 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
                     loss, failed, _ = results[(b, label, lr)]
                     ok = not failed and math.isfinite(loss) and loss < top
                     ys.append(loss if ok else np.nan)
-                ax.plot(LRS, ys, marker="o", color=f"C{i}", label=label)
+                ax.plot(LRS, ys, marker="o", color=common.color(label), label=label)
                 bad = [lr for lr, y in zip(LRS, ys) if np.isnan(y)]
-                ax.plot(bad, [top * 1.3**i] * len(bad), "x", color=f"C{i}", markersize=9)
+                ax.plot(
+                    bad, [top * 1.3**i] * len(bad), "x", color=common.color(label), markersize=9
+                )
             ax.axhline(start_loss, color="grey", lw=0.8, ls="--", label="at start")
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_ylim(0.1, top * 3)
+            ax.set_ylim(0.01, top * 3)
             ax.set_title(f"batch {b}, {epochs} epoch(s) over {n} examples", fontsize=9)
             ax.set_xlabel("learning rate")
         axes[0].set_ylabel(f"final training loss (x: diverged or > {top:g})")
