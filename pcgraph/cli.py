@@ -1204,7 +1204,7 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
 
 def _configure_compare(p: argparse.ArgumentParser) -> None:
     _model_options(p, "digits")
-    _compile_options(p, dtype="float64")
+    _compile_options(p)  # float32 as train; --dtype float64 separates rounding from divergence
     _training_options(p, "runs/compare-MODEL", several=True)
 
 

@@ -270,8 +270,17 @@ class Program:
             shape = getattr(value, "shape", None)
             shape = tuple(np.shape(value)) if shape is None else tuple(shape)
             if len(shape) != len(per_example) + 1 or shape[1:] != per_example:
+                hint = ""
+                if shape and math.prod(shape[1:]) == math.prod(per_example):
+                    dims = ", ".join(map(str, per_example))
+                    hint = f"; the sizes agree: pass x.reshape(len(x), {dims})"
+                elif shape:
+                    hint = (
+                        f"; build the graph's input {key!r} for examples of shape {shape[1:]} "
+                        "(e.g. g.input(..., shape)), or the zoo model for this data"
+                    )
                 raise FeedError(
-                    f"feed {key!r} has shape {shape}, expected (batch,) + {per_example}"
+                    f"feed {key!r} has shape {shape}, expected (batch,) + {per_example}{hint}"
                 )
             if shape[0] == 0:
                 raise FeedError(f"feed {key!r} is an empty batch")

@@ -513,3 +513,12 @@ def test_an_unknown_node_name_suggests_the_names_that_exist() -> None:
         prog.evaluate(prog.init_params(0), {"x": np.zeros((1, 4), np.float32)}, "relu0")
     with pytest.raises(pc.GraphError, match=r"its nodes: x, fc0.W, fc0.b, fc0, relu_0, .*, loss$"):
         g.node("zzzzzz")
+
+
+def test_a_misshapen_feed_says_what_to_do() -> None:
+    prog = pc.compile(pc.models.mlp())
+    params, y = prog.init_params(0), np.zeros(4, np.int64)
+    with pytest.raises(pc.FeedError, match=r"the sizes agree: pass x.reshape\(len\(x\), 784\)"):
+        prog.loss(params, {"x": np.zeros((4, 28, 28), np.float32), "y": y})
+    with pytest.raises(pc.FeedError, match=r"for examples of shape \(8, 8\)"):
+        prog.loss(params, {"x": np.zeros((4, 8, 8), np.float32), "y": y})
