@@ -43,9 +43,10 @@ def test_loss(prog: pc.Program, params: Mapping[str, Any], x: np.ndarray, size: 
 
 
 def save_reconstructions(
-    prog: pc.Program, params: Mapping[str, Any], x: np.ndarray, path: Path
+    prog: pc.Program, params: Mapping[str, Any], x: np.ndarray, path: Path, title: str
 ) -> Path | None:
-    """A PNG of ``x`` (top row) and its reconstructions (bottom row); None without matplotlib."""
+    """A PNG of ``x`` (top row) and its reconstructions (bottom row) under ``title`` (which
+    says how far the model was trained); None without matplotlib."""
     try:
         import matplotlib
 
@@ -62,6 +63,7 @@ def save_reconstructions(
             axes[row, i].axis("off")
     axes[0, 0].set_title("input", fontsize=8, loc="left")
     axes[1, 0].set_title("reconstruction", fontsize=8, loc="left")
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -162,7 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"wrote {path}")
     if not args.no_plot:
-        png = save_reconstructions(prog, params, data.x_test[:8], args.out / "reconstructions.png")
+        n_train = len(data.y_train)
+        title = f"{args.algorithm}, {epochs} epoch(s) on {n_train} images, test loss {last:.4f}" + (
+            " (--quick: barely trained; the checkerboard comes from the untrained transposed convs)"
+            if args.quick
+            else ""
+        )
+        png = save_reconstructions(
+            prog, params, data.x_test[:8], args.out / "reconstructions.png", title
+        )
         print(f"wrote {png}" if png else "matplotlib is not installed: no reconstructions.png")
     return 0
 
