@@ -164,8 +164,18 @@ def draw_png(graph: Graph, path: PathLike, dpi: int = 110) -> Path:
     fig, ax = plt.subplots(figsize=size)
     try:
         simple = nx.DiGraph(graph.nx)
+        # Arrows stop short of the label boxes, so every edge shows its head.
         nx.draw_networkx_edges(
-            simple, pos, ax=ax, arrows=True, arrowsize=10, edge_color="#888888", node_size=2500
+            simple,
+            pos,
+            ax=ax,
+            arrows=True,
+            arrowstyle="-|>",
+            arrowsize=12,
+            edge_color="#888888",
+            node_size=2500,
+            min_source_margin=18,
+            min_target_margin=24,
         )
         for name, (x, y) in pos.items():
             kind = "loss" if name == loss else graph.nx.nodes[name]["kind"]
