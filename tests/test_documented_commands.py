@@ -80,3 +80,24 @@ def test_a_documented_command_runs(command: str, workdir: Path, monkeypatch, cap
     code = cli.main(quick_form(argv))
     _, err = capsys.readouterr()
     assert code == 0, f"{command!r} failed: {err[-1500:]}"
+
+
+def test_the_readme_python_runs_in_order(workdir: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    """README.md's Python blocks, one after another in one namespace (the first reads the run
+    folder that the first session's commands, run above in the same folder, wrote)."""
+    try:
+        pc.data.mnist()
+    except pc.FileFormatError as e:
+        pytest.skip(f"MNIST is not installed: {e}")
+    if not (workdir / "runs" / "lenet-zil" / "checkpoint.npz").is_file():
+        pytest.skip("the first session's commands did not run here")
+    monkeypatch.chdir(workdir)
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 4
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    assert (
+        pc.compare.max_abs_diff(namespace["runs"]["zil"].params, namespace["runs"]["bp"].params)
+        == 0.0
+    )
