@@ -81,12 +81,14 @@ def load(name: str, quick: bool) -> data.Dataset | None:
 def optimizer(algorithm: str, options: dict) -> pc.optim.Optimizer:
     if algorithm == "ipc":
         return pc.optim.SGD(lr=options["lr"])
+    if algorithm == "il" and "lr" in options:  # --settings il_lr=: IL's own learning rate
+        return pc.optim.SGD(lr=options["lr"], momentum=MOMENTUM_SGD["momentum"])
     return pc.optim.SGD(**MOMENTUM_SGD)
 
 
 def options_of(algorithm: str, tuned: dict) -> dict:
     if algorithm == "il":
-        return {**tuned["il"], "value_nodes": "layers"}
+        return {"steps": tuned["il"]["steps"], "rate": tuned["il"]["rate"], "value_nodes": "layers"}
     if algorithm == "ipc":
         return {"steps": tuned["ipc"]["steps"], "value_nodes": "layers"}
     return {}
@@ -354,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             "il": {"steps": int(given["il_steps"]), "rate": float(given["il_rate"])},
             "ipc": {"steps": int(given["ipc_steps"]), "lr": float(given["ipc_lr"])},
         }
+        if "il_lr" in given:
+            settings["il"]["lr"] = float(given["il_lr"])
     datasets = tuple(args.datasets.split(","))
     nets, algorithms = tuple(args.networks.split(",")), tuple(args.algorithms.split(","))
     print(run(args.quick, args.out, datasets, settings, nets, algorithms))
