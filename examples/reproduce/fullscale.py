@@ -205,6 +205,9 @@ def run(
             else "256 training / 128 test images of each (quick mode)"
             + (f"; not installed, left out: {', '.join(missing)}" if missing else ""),
             "batches": f"{BATCH}, the same order for every algorithm (seeded per epoch)",
+            "parts run": f"data sets {', '.join(datasets)}; networks {', '.join(nets)}; "
+            f"algorithms {', '.join(algorithms)}"
+            + ("" if settings is None else f"; settings given: {settings}"),
         },
         body=body,
         claims=claims(results),
