@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-
-import networkx as nx
 
 from .errors import GraphError
 from .graph import LEAF_KINDS, Graph
@@ -51,6 +49,9 @@ class Compiled:
     loss: str
     children: dict[str, tuple[tuple[str, int], ...]]  # node -> ((child, argnum), ...)
     label_classes: dict[str, int]  # integer leaf -> number of classes it indexes
+    # What emitters derive from the graph and several schedules share (e.g. the PC structure
+    # under one placement), worked out once: plain data keyed by the emitter's own key.
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def order(self) -> list[str]:
@@ -102,7 +103,7 @@ def analyse(graph: Graph) -> Compiled:
         raise GraphError(f"graph {graph.name!r} has no loss: call g.set_loss(node)")
 
     nodes: dict[str, NodeSpec] = {}
-    for name in nx.lexicographical_topological_sort(G, key=str):
+    for name in checked:  # topological order
         data = G.nodes[name]
         kind = data.get("kind")
         operands, info = checked[name]

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Union
 
-import networkx as nx
 import numpy as np
 
 from .errors import FileFormatError, GraphError, PCGraphError
@@ -485,12 +484,10 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
     """
     if not isinstance(graph, Graph):
         raise GraphError(f"graph_to_dict needs a pcgraph.Graph, got {type(graph).__name__}")
-    graph.check()
+    checked = graph.checked()  # refuses a cycle, naming it
     G = graph.nx
-    if not nx.is_directed_acyclic_graph(G):
-        raise GraphError(f"graph {graph.name!r} has a cycle; it cannot be saved")
     nodes = []
-    for name in nx.lexicographical_topological_sort(G, key=str):
+    for name in checked:  # topological order
         d = G.nodes[name]
         kind = d.get("kind")
         entry: dict[str, Any] = {"name": name, "kind": kind, "shape": list(d["shape"])}

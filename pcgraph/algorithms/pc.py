@@ -61,6 +61,16 @@ def placement_problem(value: object) -> str | None:
 
 
 def structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStructure:
+    """Find the output vertices, value nodes, levels and increment sources of ``c`` (see
+    ``_structure``); worked out once per compiled graph and placement."""
+    key = ("pc-structure", value_nodes if isinstance(value_nodes, str) else tuple(value_nodes))
+    found = c.derived.get(key)
+    if found is None:
+        found = c.derived[key] = _structure(c, value_nodes)
+    return found
+
+
+def _structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStructure:
     """Find the output vertices, value nodes, levels and increment sources of ``c``.
 
     ``value_nodes``: "all" makes every batched op on a path from a parameter to the loss a
