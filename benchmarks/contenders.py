@@ -145,7 +145,6 @@ def _torch_sequential(net: Network, device: str) -> Stepper:
     import numpy as np
 
     torch = _torch_threads(device)
-    from benchmarks.networks import batches
 
     _, g, params = _program(net, "cpu")
     where = "cuda" if device == "gpu" else "cpu"
@@ -158,8 +157,25 @@ def _torch_sequential(net: Network, device: str) -> Stepper:
             lin.bias.copy_(torch.from_numpy(np.asarray(params[f"fc{i}.b"])))
         layers += [lin, torch.nn.ReLU()] if i < len(sizes) - 2 else [lin]
     model = torch.nn.Sequential(*layers).to(where)
+    return _torch_training(torch, net, g, device, list(model.parameters()), model)
+
+
+def _torch_training(
+    torch: Any,
+    net: Network,
+    g: Any,
+    device: str,
+    parameters: list,
+    logits_of: Callable[[Any], Any],
+) -> Stepper:
+    """A PyTorch training step as users write it: ``zero_grad``, ``logits_of(x)``,
+    ``nn.CrossEntropyLoss``, ``backward``, ``torch.optim.SGD`` over ``parameters``, and
+    ``loss.item()`` (a training loop logs its loss), on the network's rotating batches."""
+    from benchmarks.networks import batches
+
+    where = "cuda" if device == "gpu" else "cpu"
     loss_fn = torch.nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    opt = torch.optim.SGD(parameters, lr=LR)
     feeds = [
         (torch.from_numpy(b["x"]).to(where), torch.from_numpy(b["y"]).to(where))
         for b in batches(net, g)
@@ -168,7 +184,7 @@ def _torch_sequential(net: Network, device: str) -> Stepper:
     def step(i: int) -> float:
         x, y = feeds[i % len(feeds)]
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(logits_of(x), y)
         loss.backward()
         opt.step()
         return loss.item()
@@ -187,7 +203,6 @@ def _torch_rnn(net: Network, device: str) -> Stepper:
     import numpy as np
 
     torch = _torch_threads(device)
-    from benchmarks.networks import batches
 
     _, g, params = _program(net, "cpu")
     where = "cuda" if device == "gpu" else "cpu"
@@ -202,23 +217,8 @@ def _torch_rnn(net: Network, device: str) -> Stepper:
         head.weight.copy_(torch.from_numpy(np.asarray(params["fc.W"]).T.copy()))
         head.bias.copy_(torch.from_numpy(np.asarray(params["fc.b"])))
     rnn, head = rnn.to(where), head.to(where)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    opt = torch.optim.SGD([*rnn.parameters(), *head.parameters()], lr=LR)
-    feeds = [
-        (torch.from_numpy(b["x"]).to(where), torch.from_numpy(b["y"]).to(where))
-        for b in batches(net, g)
-    ]
-
-    def step(i: int) -> float:
-        x, y = feeds[i % len(feeds)]
-        opt.zero_grad(set_to_none=True)
-        _, last = rnn(x)
-        loss = loss_fn(head(last[0]), y)
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    return Stepper(step, _torch_sync(torch, device))
+    parameters = [*rnn.parameters(), *head.parameters()]
+    return _torch_training(torch, net, g, device, parameters, lambda x: head(rnn(x)[1][0]))
 
 
 # ------------------------------------------------------------------ PCX (JAX)

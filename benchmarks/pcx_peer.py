@@ -100,6 +100,16 @@ def _energy(x: jax.Array, *, model: PcxMLP) -> tuple[jax.Array, jax.Array]:
     return jax.lax.psum(model.energy(), "batch"), logits
 
 
+def _initialise(x: jax.Array, y: jax.Array, model: PcxMLP, optim_h: pxu.Optim) -> None:
+    """Feed-forward initialisation with the one-hot label on the output vode, and the value
+    optimiser set up on the free vodes.  The status goes back to None after it, as pxf.scan
+    needs the model's (static) status to be the same on entry to and exit from every step."""
+    classes = model.layers[-1].nn.weight.shape[0]
+    with pxu.step(model, (pxc.STATUS.INIT, None), clear_params=pxc.VodeParam.Cache):
+        _forward(x, jax.nn.one_hot(y, classes, dtype=x.dtype), model=model)
+    optim_h.init(_values()(model))
+
+
 @pxf.jit(static_argnums=0)
 def _train_step(
     steps: int,
@@ -110,12 +120,7 @@ def _train_step(
     optim_w: pxu.Optim,
     optim_h: pxu.Optim,
 ) -> jax.Array:
-    classes = model.layers[-1].nn.weight.shape[0]
-    # Feed-forward initialisation; the status goes back to None after it, as pxf.scan needs
-    # the model's (static) status to be the same on entry to and exit from every step.
-    with pxu.step(model, (pxc.STATUS.INIT, None), clear_params=pxc.VodeParam.Cache):
-        _forward(x, jax.nn.one_hot(y, classes, dtype=x.dtype), model=model)
-    optim_h.init(_values()(model))
+    _initialise(x, y, model, optim_h)
 
     def inference_step(_: Any, *, model: PcxMLP, optim_h: pxu.Optim) -> tuple[tuple, None]:
         # An SGD step of every free vode value, all from the same state (Jacobi, as pcgraph).
@@ -151,10 +156,7 @@ def _ipc_step(
     examples/autoencoders/linear/pc_decoder.py at 3bc008af): after the feed-forward
     initialisation, ``steps`` times one gradient of the energy in the free vodes and the weights
     together, then a step of each optimiser; no separate learning step."""
-    classes = model.layers[-1].nn.weight.shape[0]
-    with pxu.step(model, (pxc.STATUS.INIT, None), clear_params=pxc.VodeParam.Cache):
-        _forward(x, jax.nn.one_hot(y, classes, dtype=x.dtype), model=model)
-    optim_h.init(_values()(model))
+    _initialise(x, y, model, optim_h)
     both = _values() | pxu.M(pxnn.LayerParam)
     energy = None
     for _ in range(steps):

@@ -237,7 +237,7 @@ def _through_folded(
     "d" for parameters and parameter expressions) where the chain leaves the folded region."""
     if not via:
         return []
-    values, sources = set(st.values), set(c.of_kind("param")) | set(st.pexprs)
+    values, sources = st.value_set, set(c.of_kind("param")) | set(st.pexprs)
 
     def into(node: str) -> str | None:
         if node in via:
