@@ -175,7 +175,7 @@ def run_compile(nodes: int, algorithms: tuple[str, ...] = ("bp", "zil")) -> dict
 
     g = pc.Graph("chain")
     h = g.input("x", (8,))
-    for i in range(nodes // 4):
+    for i in range(nodes // 5):  # five nodes a layer: W, b, matmul, add, tanh
         h = pc.tanh(h @ g.param(f"W{i}", (8, 8)) + g.param(f"b{i}", (8,)))
     g.set_loss(pc.mse(h, g.target("y", (8,))))
     start = time.perf_counter()

@@ -8,21 +8,46 @@ record into the plain-data schedules of ``schedule.py``.
 from __future__ import annotations
 
 import functools
+import gc
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import GraphError
 from .graph import LEAF_KINDS, Graph
 from .ops import OPS
 from .schedule import VJP, Eval, Section, Seed
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def without_cycle_collection(build: F) -> F:
+    """``build`` with Python's cyclic garbage collector paused while it runs.
+
+    Compiling and lowering a large graph allocate millions of small records without cycles;
+    each time the young generations fill up, the collector would also rescan the records
+    already made, which cost a third of a 100,000-node compile.  Reference counting still frees
+    everything as usual; the collector resumes (if it ran before) when ``build`` returns."""
+
+    @functools.wraps(build)
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return build(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return paused  # type: ignore[return-value]
+
 
 class UnusedParameterWarning(UserWarning):
     """A parameter from which the loss cannot be reached: it never gets a gradient."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeSpec:
     """One node as the compiler froze it."""
 
@@ -92,6 +117,7 @@ class Compiled:
         return seen
 
 
+@without_cycle_collection
 def analyse(graph: Graph) -> Compiled:
     """Validate ``graph`` and freeze it; raises ``GraphError``/``ShapeError`` naming the fault."""
     if not isinstance(graph, Graph):

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .compile import Compiled
+from .compile import Compiled, without_cycle_collection
 from .ops import OPS
 from .schedule import (
     VJP,
@@ -535,6 +535,7 @@ def _snapshot_state(lw: Lowerer) -> tuple[dict, dict]:
     return dict(lw.value), dict(lw.saved_at)
 
 
+@without_cycle_collection
 def lower(
     schedule: Schedule,
     xp: Any,

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import backends as _backends
 from . import checks
-from .compile import Compiled, analyse, forward_steps
+from .compile import Compiled, analyse, forward_steps, without_cycle_collection
 from .errors import FeedError, GraphError, NumericalError, OptionError
 from .execute import SCALE_SLOT, Lowered, lower
 from .graph import Graph, Node, known_names
@@ -542,7 +542,7 @@ class Program:
                 self._schedules.clear()
                 self._resolved.clear()
                 self._programs.clear()
-            self._schedules[key] = algo.schedule(self.compiled, opts)
+            self._schedules[key] = without_cycle_collection(algo.schedule)(self.compiled, opts)
         if given is not None:
             self._resolved[given] = self._schedules[key]
         return self._schedules[key]

@@ -21,7 +21,7 @@ def _attrs(attrs: tuple) -> str:
     return "".join(f", {k}={v!r}" for k, v in attrs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Eval:
     """Forward: ``node = op(operands)``; in PC schedules, the prediction ``mu[node]``."""
 
@@ -37,7 +37,7 @@ class Eval:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Seed:
     """The loss node's cotangent: ``1/B`` per example for backprop (the batch mean), ``-1`` for
     predictive coding (errors are per example; increments are divided by B at the end).
@@ -52,7 +52,7 @@ class Seed:
         return f"{self.into}[{self.node}] = {self.value}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VJP:
     """``into[operand] += (d op(node) / d operand #argnum)^T src[node]``: one local VJP."""
 
@@ -74,7 +74,7 @@ class VJP:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Note:
     """A comment line (e.g. which level a Z-IL step serves); executes nothing."""
 
@@ -87,7 +87,7 @@ class Note:
 Step = Union[Eval, Seed, VJP, Note]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Section:
     """A named run of steps: "forward", "backward", "inference t=0", "apply".  ``repeat > 1``
     makes it a loop: its steps run ``repeat`` times in a row (IL's inference steps after the
@@ -102,7 +102,7 @@ class Section:
             raise ValueError(f"section {self.title!r}: repeat={self.repeat!r} must be an int >= 1")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Schedule:
     """A compiled algorithm for one graph: sections of steps, printable and comparable.
 
@@ -153,7 +153,7 @@ class Schedule:
 
 
 # ---------------------------------------------------------------- predictive-coding steps
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """``into = copy of src`` (by reference: arrays are never written in place)."""
 
@@ -164,7 +164,7 @@ class Snapshot:
         return f"{self.into} = {self.src}  (feed-forward values)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Clear:
     """Drop the entries of ``nodes`` from ``store`` (sums restart from zero)."""
 
@@ -175,7 +175,7 @@ class Clear:
         return f"clear {self.store}[{', '.join(self.nodes)}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Update:
     """Inference on value node ``node``: ``x += rate * (s - e)``, ``s`` the children's VJP sum."""
 
@@ -186,7 +186,7 @@ class Update:
         return f"x[{self.node}] += {self.rate!r} * (s[{self.node}] - e[{self.node}])"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Relax:
     """One rate-1 inference step of a value node whose error is zero (Z-IL's C1 and C3), in
     closed form: ``x = mu + s`` gives ``e = x - mu = s``.  Only the error is stored: no later
@@ -199,7 +199,7 @@ class Relax:
         return f"e[{self.node}] = s[{self.node}]  (x[{self.node}] = mu + s)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GradientUnits:
     """``eg[v] = -e[v] / B`` for ``nodes``: increments taken from ``eg`` are gradients of the
     batch-mean loss directly, and scaling the errors costs less than scaling the parameters.
@@ -211,7 +211,7 @@ class GradientUnits:
         return f"eg[{', '.join(self.nodes)}] = -e / B"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Error:
     """``e[node] = x[node] - mu[node]``; ``mu`` names the store of predictions ("mu" or "ff")."""
 
@@ -222,7 +222,7 @@ class Error:
         return f"e[{self.node}] = x[{self.node}] - {self.mu}[{self.node}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Perturb:
     """``x[node] += N(0, sigma^2)`` from ``seed`` (the Z-IL ablation that drops condition C1)."""
 

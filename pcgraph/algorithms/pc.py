@@ -10,7 +10,7 @@ expressions*: their increments are carried back to the parameters by the chain r
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pcgraph.compile import Compiled, NodeSpec, forward_steps, grad_nodes
 from pcgraph.errors import GraphError, OptionError
@@ -177,7 +177,7 @@ def identity_levelled(c: Compiled, st: PCStructure) -> Compiled:
         return c
     nodes: dict[str, NodeSpec] = {}
     for n, s in c.nodes.items():
-        nodes[n] = NodeSpec(**{**s.__dict__, "operands": tuple(rewired[n])})
+        nodes[n] = replace(s, operands=tuple(rewired[n]))
         for r in relays.get(n, []):
             nodes[r.name] = r
     children: dict[str, list] = {n: [] for n in nodes}
