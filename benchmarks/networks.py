@@ -91,16 +91,9 @@ def find(name: str, smoke: bool = False) -> Network:
 
 
 def random_batch(g: pc.Graph, size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A batch of ``size`` examples for ``g``: uniform float32 inputs, labels in [0, 10)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name in g.inputs + g.targets:
-        node = g.node(name)
-        if node.dtype == "int64":
-            out[name] = rng.integers(0, 10, size=(size,) + node.shape)
-        else:
-            out[name] = rng.random((size,) + node.shape, dtype=np.float32)
-    return out
+    """The benchmarks' batch of ``size`` examples for ``g`` (``pc.testing.random_batch``):
+    standard normal float32 inputs, labels in [0, 10)."""
+    return pc.testing.random_batch(g, size, seed, classes=10, dtype="float32")
 
 
 def batches(net: Network, g: pc.Graph, count: int = BATCHES) -> list[dict[str, np.ndarray]]:

@@ -37,7 +37,7 @@ To make it a **library op** instead, add the ``register(OpDef(...))`` call to
 ``pcgraph/ops.py`` (``pc.swish`` then exists) and document it under a ``### swish`` heading in
 ``spec/ops.md``: ``tests/test_spec.py`` fails for an op of the table without its entry there.
 ``tests/test_ops.py`` then checks its VJP on its examples against finite differences (the same
-procedure as ``check_vjp`` below), and ``tests/test_portability.py`` runs it under
+procedure, ``pc.testing.check_vjp``), and ``tests/test_portability.py`` runs it under
 ``array_api_strict``.
 """
 
@@ -50,10 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import pcgraph as pc
-from pcgraph.graph import infer
 from pcgraph.ops import Example, OpDef
 
 from example_utils import accuracy, positive_int
@@ -120,62 +117,15 @@ def swish(x: pc.Node, beta: float = 1.0, name: str | None = None) -> pc.Node:
 
 
 # --------------------------------------------------------------------------- the check
-def check_vjp(op: OpDef, batch: int = 3, h: float = 1e-6, tol: float = 1e-6) -> bool:
-    """Check ``op``'s VJP against central finite differences in float64 on each of its examples,
-    as ``tests/test_ops.py`` does for the table: random operands (uniform in [0.5, 2] for a
-    ``"positive"`` domain), a random cotangent ``g``, and for each float operand a random
-    direction ``v``: ``<vjp(g), v>`` must match ``<g, (f(x + h v) - f(x - h v)) / 2h>`` to a
-    relative ``tol``.  Prints one line per check and returns whether all passed."""
-    ok = True
-    for index, ex in enumerate(op.examples):
-        rng = np.random.default_rng(index)
-        dtypes = [
-            "int64" if (i in op.int_operands and ex.int_high) else "float"
-            for i in range(len(ex.shapes))
-        ]
-        info = [
-            {"shape": s, "batched": b, "dtype": d} for s, b, d in zip(ex.shapes, ex.batched, dtypes)
-        ]
-        names = [f"a{i}" for i in range(len(ex.shapes))]
-        node = infer(op, "node", names, info, dict(ex.attrs))  # shape rule and canon
-        xs = []
-        for s, b, d in zip(ex.shapes, ex.batched, dtypes):
-            if op.elementwise and b and len(s) < len(node["shape"]):
-                s = (1,) * (len(node["shape"]) - len(s)) + tuple(s)  # the DSL's padding
-            full = ((batch,) if b else ()) + tuple(s)
-            if d == "int64":
-                xs.append(rng.integers(0, ex.int_high, size=full))
-            elif ex.domain == "positive":
-                xs.append(rng.uniform(0.5, 2.0, size=full))
-            else:
-                xs.append(rng.standard_normal(full))
-        attrs = op.lowered(node["attrs"], 1 if node["batched"] else 0)
-        out = op.forward(np, xs, **attrs)
-        expected = ((batch,) if node["batched"] else ()) + node["shape"]
-        if out.shape != expected:
-            print(f"  {op.name} example {index}: forward gives {out.shape}, shape rule {expected}")
-            ok = False
-            continue
-        g = rng.standard_normal(out.shape)
-        for i, x in enumerate(xs):
-            if dtypes[i] == "int64":
-                continue  # integer operands (labels, ids) get no cotangent
-            v = rng.standard_normal(x.shape)
-            plus = op.forward(np, [*xs[:i], x + h * v, *xs[i + 1 :]], **attrs)
-            minus = op.forward(np, [*xs[:i], x - h * v, *xs[i + 1 :]], **attrs)
-            fd = float(np.sum(g * (plus - minus)) / (2 * h))
-            cot = op.vjp(np, i, g, out, xs, **attrs)
-            an = float(np.sum(cot * v)) if cot.shape == x.shape else math.nan
-            err = abs(an - fd) / max(abs(fd), abs(an), 1e-6)
-            passed = cot.shape == x.shape and err <= tol
-            ok &= passed
-            print(
-                f"  {op.name} example {index}, operand {i} {tuple(ex.shapes[i])}"
-                f"{' batched' if ex.batched[i] else ''}{f' {dict(ex.attrs)}' if ex.attrs else ''}: "
-                f"vjp {an:+.9f} vs finite difference {fd:+.9f}, rel err {err:.1e} "
-                f"{'ok' if passed else 'FAIL'}"
-            )
-    return ok
+def check_vjp(op: OpDef) -> bool:
+    """``pc.testing.check_vjp``: ``op``'s VJP against central finite differences in float64
+    on each of its examples (random operands, a random cotangent ``g`` and, per float operand,
+    a random direction ``v``: ``<vjp(g), v>`` against ``<g, (f(x + h v) - f(x - h v)) / 2h>``),
+    as ``tests/test_ops.py`` does for the table.  Prints one line per check."""
+    checks = pc.testing.check_vjp(op)
+    for check in checks:
+        print(f"  {check}")
+    return all(c.passed for c in checks)
 
 
 # --------------------------------------------------------------------------- using it
@@ -229,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"   {g}; the swish node: {[n for n, d in g.nx.nodes(data=True) if d.get('op') == 'swish']}"
     )
-    again = pc.Graph.from_json(g.to_json())  # graph files with the op load where it is registered
-    print(f"   graph JSON round trip: {again.to_json() == g.to_json()}")
+    again = pc.graph_from_json(
+        pc.graph_to_json(g)
+    )  # graph files with the op load where it is registered
+    print(f"   graph JSON round trip: {pc.graph_to_json(again) == pc.graph_to_json(g)}")
 
     prog64 = pc.compile(g, backend=args.backend, dtype="float64")
     lines = [line for line in str(prog64.schedule(algo)).splitlines() if "swish(" in line]

@@ -32,8 +32,9 @@ def _bind_backends_package() -> None:
 
 _bind_backends_package()
 
-from . import backends, compare, data, init, io, optim, schedule  # noqa: E402
+from . import backends, compare, data, init, optim, schedule, testing, train  # noqa: E402
 from .backends import set_default_backend  # noqa: E402
+from .checkpoint import Checkpoint, load, save  # noqa: E402
 from .compile import UnusedParameterWarning  # noqa: E402
 from .errors import (  # noqa: E402
     BackendError,
@@ -46,7 +47,13 @@ from .errors import (  # noqa: E402
     ShapeError,
 )
 from .graph import DSL, Graph, Node, flatten, layer, one_hot, split  # noqa: E402
-from .io import fingerprint, load, load_graph, save, save_graph  # noqa: E402
+from .graph_file import (  # noqa: E402
+    fingerprint,
+    graph_from_json,
+    graph_to_json,
+    load_graph,
+    save_graph,
+)
 from .ops import OPS  # noqa: E402
 from .program import Program, compile  # noqa: E402
 
@@ -77,12 +84,16 @@ __all__ = [
     "init",
     "optim",
     "schedule",
+    "testing",
+    "train",
     "models",
     "data",
-    "io",
     "save",
     "load",
     "save_graph",
+    "graph_to_json",
+    "graph_from_json",
+    "Checkpoint",
     "load_graph",
     "fingerprint",
     "OPS",

@@ -15,31 +15,27 @@ from __future__ import annotations
 
 import argparse
 import ast
-import csv
 import errno
 import importlib
 import importlib.util
 import inspect
-import io as _stdio
 import json
 import math
 import os
 import re
 import shutil
 import sys
-import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from . import checks, compare
+from . import checks, compare, testing
 from . import data as data_mod
 from .errors import NumericalError, OptionError, PCGraphError
 from .files import open_regular
+from .train import Task, TensorBoard, train_epochs, write_metrics
 
 PROG = "pcgraph"
 
@@ -259,7 +255,7 @@ def _call_builder(
 
 def build_graph(args: argparse.Namespace, info: tuple | None = None) -> tuple[Any, str]:
     """The graph the model options name, and a short label for it."""
-    from .io import load_graph
+    from .graph_file import load_graph
 
     model_args = parse_kv(args.model_args, "--model-args") if args.model_args else {}
     if args.graph is not None:
@@ -278,113 +274,23 @@ def build_graph(args: argparse.Namespace, info: tuple | None = None) -> tuple[An
 
 
 # --------------------------------------------------------------------------- the task
-@dataclass
-class Task:
-    """A compiled graph bound to a data set: which nodes to feed and which one predicts."""
-
-    graph: Any
-    prog: Any
-    label: str
-    data: Any
-    input: str
-    target: str
-    onehot: int | None  # the number of classes when the target is one-hot floats
-    predict: str | None  # the node whose argmax is the predicted class
-    validation: tuple | None = None  # (x, y) held out of the training part, or None
-
-    def batch(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        if self.onehot is not None:
-            y = np.eye(self.onehot, dtype=np.float32)[y]
-        return {self.input: x, self.target: y}
-
-    def evaluate(self, params: dict, x: np.ndarray, y: np.ndarray, size: int = 500) -> tuple:
-        """(mean loss, accuracy or NaN) over ``x, y`` in batches of ``size``."""
-        from . import to_numpy
-
-        loss_sum, correct = 0.0, 0
-        targets = [self.prog.loss_node] + ([self.predict] if self.predict else [])
-        for start in range(0, len(y), size):
-            xb, yb = x[start : start + size], y[start : start + size]
-            state, _ = self.prog.forward(params, self.batch(xb, yb), targets)
-            loss_sum += float(np.sum(to_numpy(state["x"][self.prog.loss_node])))
-            if self.predict:
-                pred = to_numpy(state["x"][self.predict]).reshape(len(yb), -1)
-                correct += int(np.sum(np.argmax(pred, axis=1) == yb))
-        n = max(len(y), 1)
-        return loss_sum / n, (correct / n if self.predict else math.nan)
-
-
-def _prediction_node(prog: Any, override: str | None) -> str | None:
-    """The node whose argmax is the class (``Program.prediction_node``), or None when the
-    graph has none (accuracy is then not reported)."""
-    if override is not None and override not in prog.compiled.nodes:
-        raise OptionError(f"--predict {override!r}: no such node in the graph")
-    try:
-        return prog.prediction_node(override)
-    except PCGraphError:
-        return None
-
-
-def make_task(args: argparse.Namespace, graph: Any, label: str, dtype: str) -> Task:
-    """Compile ``graph``, load the data set and fit one to the other."""
+def make_task(args: argparse.Namespace, graph: Any, dtype: str) -> Task:
+    """Compile ``graph`` and fit the data set the options name to it (``Task.bind``)."""
     from . import compile as compile_graph
 
     prog = compile_graph(graph, backend=args.backend, dtype=dtype)
-    c = prog.compiled
-    if len(prog.inputs) != 1 or len(prog.targets) != 1:
-        raise OptionError(
-            f"graph {graph.name!r} has inputs {prog.inputs} and targets {prog.targets}; the "
-            "command line feeds graphs with exactly one input and one target"
-        )
-    x_name, y_name = prog.inputs[0], prog.targets[0]
     data = data_mod.load(args.data, root=args.data_root)
     if args.limit or args.test_limit:
         data = data.subset(train=args.limit, test=args.test_limit)
     if args.standardize:
         data = data.standardized()
-    want = c.nodes[x_name].shape
-    if data.shape != want:
-        if math.prod(data.shape) != math.prod(want):
-            raise OptionError(
-                f"model input {x_name!r} has shape {want} ({math.prod(want)} values) but "
-                f"{args.data} examples have shape {data.shape} ({math.prod(data.shape)} values); "
-                "build the model for this data set (see --model-args)"
-            )
-        data = data.reshape(want)
-    target = c.nodes[y_name]
-    onehot = None
-    if target.dtype == "int64" and target.shape == ():
-        classes = c.label_classes.get(y_name)
-        if classes is not None and classes < data.classes:
-            raise OptionError(
-                f"model predicts {classes} classes but {args.data} has {data.classes}"
-            )
-    elif target.dtype == "float" and len(target.shape) == 1:
-        if target.shape[0] != data.classes:
-            raise OptionError(
-                f"target {y_name!r} is a one-hot vector of {target.shape[0]} classes but "
-                f"{args.data} has {data.classes}"
-            )
-        onehot = data.classes
-    else:
-        raise OptionError(
-            f"target {y_name!r} has shape {target.shape} and dtype {target.dtype}; the command "
-            "line feeds class labels (shape (), int64) or one-hot vectors (shape (classes,))"
-        )
-    predict = _prediction_node(prog, getattr(args, "predict", None))
-    validation = None
     fraction = getattr(args, "validation", None) or (
         0.1 if getattr(args, "early_stopping", 0) else 0
     )
-    if fraction:
-        # The last part of the training examples, held out before any training: the batches
-        # come from the rest, so the validation loss is measured on examples never trained on.
-        held = max(1, int(round(len(data.y_train) * fraction)))
-        if held >= len(data.y_train):
-            raise OptionError(f"--validation {fraction}: leaves no training examples")
-        validation = (data.x_train[-held:], data.y_train[-held:])
-        data = data.subset(train=len(data.y_train) - held)
-    return Task(graph, prog, label, data, x_name, y_name, onehot, predict, validation)
+    predict = getattr(args, "predict", None)
+    if predict is not None and predict not in prog.compiled.nodes:
+        raise OptionError(f"--predict {predict!r}: no such node in the graph")
+    return Task.bind(prog, data, predict=predict, validation=fraction)
 
 
 # --------------------------------------------------------------------------- training runs
@@ -409,116 +315,6 @@ def make_schedule(args: argparse.Namespace, n_train: int) -> Any:
         total = max(args.epochs * per_epoch - warmup, 1)
         return optim.cosine(args.lr, total, args.lr_final, warmup)
     return optim.constant(args.lr, warmup) if warmup else None
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    """A tqdm bar on stderr, or None when disabled or tqdm is not installed."""
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    # disable=None: tqdm draws only on a terminal, so logs and CI output stay clean.
-    return tqdm(total=total, desc=desc, leave=False, unit="batch", file=sys.stderr, disable=None)
-
-
-def train_epochs(
-    task: Task, runs: Sequence[compare.Run], args: argparse.Namespace, first: int = 1
-) -> Iterator[tuple[int, dict[str, dict[str, Any]]]]:
-    """Train every run on the same batches (``compare.train_epoch``), epoch by epoch from
-    epoch ``first``; yields after each epoch its number and each algorithm's metric row for
-    it.  Batch order: ``default_rng((seed, epoch))``, so a resumed run sees the batches an
-    uninterrupted one would have."""
-    data = task.data
-    n_batches = math.ceil(len(data.y_train) / args.batch_size)
-    if args.progress and importlib.util.find_spec("tqdm") is None:
-        print("note: install tqdm for progress bars (pip install 'pcgraph[cli]')", file=sys.stderr)
-    for epoch in range(first, args.epochs + 1):
-        bar = _progress(n_batches, f"epoch {epoch}/{args.epochs}", args.progress)
-
-        def advance() -> None:
-            bar.update(1)
-            bar.set_postfix({r.algorithm: f"{r.mean_loss:.4f}" for r in runs}, refresh=False)
-
-        batches = data.batches(args.batch_size, seed=(args.seed, epoch))
-        feeds = (task.batch(xb, yb) for xb, yb in batches)
-        compare.train_epoch(task.prog, runs, feeds, on_batch=None if bar is None else advance)
-        if bar is not None:
-            bar.close()
-        rows = {}
-        for run in runs:
-            start = time.perf_counter()
-            train_loss, train_acc = task.evaluate(run.params, data.x_train, data.y_train)
-            test_loss, test_acc = task.evaluate(run.params, data.x_test, data.y_test)
-            val_loss, val_acc = (
-                task.evaluate(run.params, *task.validation) if task.validation else (None, None)
-            )
-            rows[run.algorithm] = {
-                "epoch": epoch,
-                "algorithm": run.algorithm,
-                "step": run.step,
-                "loss": run.mean_loss,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
-                **({"val_loss": val_loss, "val_acc": val_acc} if task.validation else {}),
-                "lr": run.optimizer.lr,
-                "train_seconds": run.seconds,
-                "eval_seconds": time.perf_counter() - start,
-            }
-        yield epoch, rows
-
-
-class TensorBoard:
-    """Each epoch's metric rows as TensorBoard scalars (tensorboardX), one run per algorithm:
-    ``OUT/tensorboard/ALGORITHM``, x-axis the epoch.  OptionError when tensorboardX is
-    missing, before any training."""
-
-    def __init__(self, out: Path) -> None:
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError:
-            raise OptionError(
-                "--tensorboard needs tensorboardX: pip install 'pcgraph[tensorboard]'"
-            ) from None
-        self.root, self.writers, self.make = out / "tensorboard", {}, SummaryWriter
-
-    def write(self, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
-            algorithm = row["algorithm"]
-            if algorithm not in self.writers:
-                self.writers[algorithm] = self.make(logdir=str(self.root / algorithm))
-            writer = self.writers[algorithm]
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key not in ("epoch", "step"):
-                    if value is not None and math.isfinite(value):
-                        writer.add_scalar(key, value, global_step=row["epoch"])
-            writer.flush()
-
-    def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
-
-
-def write_metrics(out: Path, rows: list[dict[str, Any]], config: dict[str, Any]) -> None:
-    """``metrics.csv`` and ``metrics.json`` in ``out``, each written atomically."""
-    from .io import atomic_write_text
-
-    buf = _stdio.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    atomic_write_text(out / "metrics.csv", buf.getvalue())
-    clean = [
-        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-        for r in rows
-    ]
-    atomic_write_text(
-        out / "metrics.json", json.dumps({"config": config, "epochs": clean}, indent=1)
-    )
 
 
 def _fmt(value: float, spec: str) -> str:
@@ -586,8 +382,10 @@ def _plot(make: Callable[[], Path]) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .algorithms import get_algorithm
+    from .checkpoint import save
     from .data import INFO
-    from .io import atomic_write_text, graph_to_json, save
+    from .files import atomic_write_text
+    from .graph_file import graph_to_json
 
     history: list[dict[str, Any]] = []
     if args.resume:
@@ -599,7 +397,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = parse_algo_options(args.algo_option, [args.algorithm])[args.algorithm]
     optimizer = make_optimizer(args)
     graph, label = build_graph(args, INFO.get(args.data))
-    task = make_task(args, graph, label, args.dtype)
+    task = make_task(args, graph, args.dtype)
     out = _out_dir(args, f"{label}-{args.algorithm}", resuming=bool(args.resume))
     if not args.resume:
         try:
@@ -621,7 +419,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{args.optimizer} lr {args.lr}, batch {args.batch_size}, {args.epochs} epoch(s)"
         + (f", from epoch {first}" if args.resume else "")
     )
-    for epoch, rows in train_epochs(task, [run], args, first):
+    for epoch, rows in train_epochs(
+        task, [run], args.epochs, args.batch_size, args.seed, first, args.progress
+    ):
         row = rows[args.algorithm]
         history.append(row)
         stop = stopper is not None and stopper.update(row["val_loss"])
@@ -728,13 +528,13 @@ def _resume_args(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import load
     from .data import INFO
-    from .io import load
 
     run_dir = Path(args.run_dir)
     _run_config(args, run_dir, "--run", keep=("data", "data_root", "limit", "test_limit"))
     graph, label = build_graph(args, INFO.get(args.data))
-    task = make_task(args, graph, label, args.dtype)
+    task = make_task(args, graph, args.dtype)
     ckpt = load(run_dir / "checkpoint.npz", task.prog)
     epoch = ckpt.meta.get("epoch", "?")
     print(f"{label} trained with {ckpt.meta.get('algorithm', '?')}, checkpoint of epoch {epoch}")
@@ -752,7 +552,7 @@ def _restore(
 ) -> int:
     """Load the run's checkpoint into ``run`` and ``optimizer``; drop metric rows of epochs
     after it; returns the first epoch still to train."""
-    from .io import load
+    from .checkpoint import load
 
     ckpt = load(out / "checkpoint.npz", task.prog)
     run.params.update(ckpt.params)
@@ -780,7 +580,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     args.epochs = 5 if args.epochs is None else args.epochs
     make_optimizer(args)  # check the settings before loading anything
     graph, label = build_graph(args, INFO.get(args.data))
-    task = make_task(args, graph, label, args.dtype)
+    task = make_task(args, graph, args.dtype)
     out = _out_dir(args, f"compare-{label}")
     runs = compare.same_start(
         task.prog, algorithms, lambda: make_optimizer(args), args.seed, options
@@ -798,7 +598,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     width = max(9, *(len(a) for a in algorithms))
     board = TensorBoard(out) if args.tensorboard else None
-    for epoch, latest in train_epochs(task, list(runs.values()), args):
+    for epoch, latest in train_epochs(
+        task, list(runs.values()), args.epochs, args.batch_size, args.seed, progress=args.progress
+    ):
         if board is not None:
             board.write(latest.values())
         print(f"epoch {epoch}/{args.epochs}")
@@ -858,20 +660,6 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- verify
-def _synthetic_batch(prog: Any, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random feeds: normal floats; integer leaves uniform over their classes (0 if unknown)."""
-    batch = {}
-    for name in prog.inputs + prog.targets:
-        spec = prog.compiled.nodes[name]
-        shape = (size, *spec.shape)
-        if spec.dtype == "int64":
-            high = prog.compiled.label_classes.get(name, 1)
-            batch[name] = rng.integers(0, high, size=shape)
-        else:
-            batch[name] = rng.standard_normal(shape)
-    return batch
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     from . import compile as compile_graph
     from . import to_numpy
@@ -880,14 +668,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     graph, label = build_graph(args, INFO.get(args.data) if args.data else None)
     prog = compile_graph(graph, backend=args.backend, dtype="float64")
-    rng = np.random.default_rng(args.seed)
     params = prog.init_params(seed=args.seed)
     if args.data:
-        task = make_task(args, graph, label, "float64")
+        task = make_task(args, graph, "float64")
         xb, yb = next(task.data.batches(args.batch_size, seed=args.seed))
         batch, source = task.batch(xb, yb), f"a batch of {len(yb)} from {args.data}"
     else:
-        batch, source = _synthetic_batch(prog, args.batch_size, rng), "a random batch"
+        batch = testing.random_batch(prog, args.batch_size, seed=args.seed)
+        source = "a random batch"
     print(f"verifying {label} ({prog}) on {source}, float64")
     results: list[tuple[str, str]] = []
 
@@ -897,26 +685,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     loss = prog.loss(params, batch)
     report("PASS" if math.isfinite(loss) else "FAIL", f"forward: loss {loss:.6g} is finite")
-    grads = to_numpy(prog.grads(params, batch, algorithm="bp"))
-    host = to_numpy(params)
-    h = args.step
-    for name in prog.params:
-        worst, fd_show, an_show = 0.0, 0.0, 0.0
-        for _ in range(args.directions):
-            v = rng.standard_normal(host[name].shape)
-            plus = prog.loss({**host, name: host[name] + h * v}, batch)
-            minus = prog.loss({**host, name: host[name] - h * v}, batch)
-            fd = (plus - minus) / (2 * h)
-            an = float(np.sum(grads[name] * v))
-            err = abs(fd - an) / max(abs(fd), abs(an), 1e-8)
-            if err >= worst:
-                worst, fd_show, an_show = err, fd, an
-        status = "PASS" if worst <= args.tol else "FAIL"
+    checks = testing.check_grads(
+        prog, params, batch, args.directions, h=args.step, tol=args.tol, seed=args.seed
+    )
+    for check in checks:
         report(
-            status,
-            f"finite differences, param {name!r} ({args.directions} directions): "
-            f"bp {an_show:.6g} vs fd {fd_show:.6g}, rel err {worst:.2g} (tol {args.tol:g})",
+            "PASS" if check.passed else "FAIL",
+            f"finite differences, {check.what} ({args.directions} directions): "
+            f"bp {check.analytic:.6g} vs fd {check.numeric:.6g}, rel err {check.error:.2g} "
+            f"(tol {args.tol:g})",
         )
+    grads = to_numpy(prog.grads(params, batch, algorithm="bp"))
     if "zil" in ALGORITHMS:
         zil = to_numpy(prog.grads(params, batch, algorithm="zil"))
         scale = max(compare.max_abs(grads), 1e-30)

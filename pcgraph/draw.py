@@ -15,8 +15,9 @@ from typing import Any
 import networkx as nx
 
 from .errors import OptionError
+from .files import PathLike, atomic_write, atomic_write_text
 from .graph import Graph, operands_of
-from .io import PathLike, _plain, atomic_write, atomic_write_text
+from .graph_file import graph_to_json, json_value
 from .levels import zil_levels
 
 FORMATS = (".png", ".dot", ".gv", ".graphml", ".json")
@@ -65,7 +66,7 @@ def annotated(graph: Graph) -> nx.MultiDiGraph:
         }
         if d.get("op"):
             attrs["op"] = d["op"]
-            attrs["attrs"] = json.dumps(_plain(d.get("attrs") or {}))
+            attrs["attrs"] = json.dumps(json_value(d.get("attrs") or {}))
         if d["kind"] == "param":
             init = d.get("init")
             attrs["init"] = init if isinstance(init, str) else ("callable" if init else "default")
@@ -213,7 +214,7 @@ def export(graph: Graph, path: PathLike) -> Path:
     if suffix == ".graphml":
         return atomic_write(path, lambda f: nx.write_graphml(annotated(graph), f))
     if suffix == ".json":
-        return atomic_write_text(path, graph.to_json())
+        return atomic_write_text(path, graph_to_json(graph))
     raise OptionError(
         f"cannot tell the format of {str(path)!r}: use a name ending in {', '.join(FORMATS)}"
     )

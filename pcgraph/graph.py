@@ -247,7 +247,9 @@ class Graph:
             raise GraphError(f"a constant must be a real number or an array, got {type(value)!r}")
         import numpy as np  # the check only; the graph side imports no array library at load
 
-        host = np.asarray(_on_host(value))
+        from .backends import to_numpy
+
+        host = np.asarray(to_numpy(value))
         if host.dtype.kind not in "biuf":
             raise GraphError(f"a constant must hold real numbers, got dtype {host.dtype}")
         if not np.all(np.isfinite(host)):
@@ -371,7 +373,7 @@ class Graph:
     def check(self) -> None:
         """Check every node's attributes and every edge as the DSL would have set them, after
         any edit of ``g.nx``; ``GraphError`` names the node and the attribute at fault.
-        ``pc.compile``, ``save_graph``, ``to_json`` and ``fingerprint`` call it first, so each
+        ``pc.compile``, ``save_graph``, ``graph_to_json`` and ``fingerprint`` call it first, so each
         refuses what ``load_graph`` would refuse.  Linear in nodes plus edges."""
         self.checked()
 
@@ -439,20 +441,6 @@ class Graph:
             out[name] = (operands, info)
         return out
 
-    # ------------------------------------------------------------------ files (pcgraph.io)
-    def to_json(self) -> str:
-        """This graph as JSON text (``spec/graph-format.md``); a callable init is refused."""
-        from .io import graph_to_json
-
-        return graph_to_json(self)
-
-    @classmethod
-    def from_json(cls, text: str | bytes, source: str = "<graph JSON>") -> Graph:
-        """The graph a JSON text describes; ``FileFormatError`` names the node at fault."""
-        from .io import graph_from_json
-
-        return graph_from_json(text, source)
-
 
 _BATCHED = {"input": True, "target": True, "param": False, "const": False}
 
@@ -515,11 +503,6 @@ def _ordered_operands(name: str, edges: list) -> tuple[str, ...]:
     return tuple(by_pos[i] for i in range(len(edges)))
 
 
-def _on_host(value: Any) -> Any:
-    """A CuPy array's host copy (``.get()``); anything else as it is."""
-    return value.get() if type(value).__module__.split(".")[0] == "cupy" else value
-
-
 def _check_node(name: Any, data: Mapping[str, Any]) -> None:
     """One node's attributes against the DSL's contract (module docstring)."""
     if not isinstance(name, str) or not name:
@@ -568,9 +551,11 @@ def _check_node(name: Any, data: Mapping[str, Any]) -> None:
             raise GraphError(f"{what}: the attribute 'value' is missing")
         import numpy as np  # the check only; the graph side imports no array library at load
 
+        from .backends import to_numpy
+
         value = data["value"]
         try:
-            host = np.asarray(_on_host(value))
+            host = np.asarray(to_numpy(value))
         except Exception as e:  # anything NumPy cannot read is no constant
             raise GraphError(f"{what}: 'value' is not an array ({type(e).__name__})") from None
         if host.dtype.kind not in "biuf":

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .io import PathLike, atomic_write
+from .files import PathLike, atomic_write
 
 
 def available() -> bool:

@@ -474,8 +474,20 @@ class Program:
         ``node`` (default: ``prediction_node()``) over its per-example values.  ``batch``
         needs the inputs only."""
         name = self.prediction_node(node)
-        values = _backends.to_numpy(self.evaluate(params, batch, name))
-        return np.argmax(values.reshape(len(values), -1), axis=1)
+        return _classes(_backends.to_numpy(self.evaluate(params, batch, name)))
+
+    def loss_and_predictions(
+        self, params: Mapping, batch: Mapping, node: Node | str | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One forward pass: each example's loss ``(B,)`` and, when ``node`` is given, its
+        predicted class ``(B,)`` int64 (as ``predict``), both on the host; else None."""
+        name = None if node is None else self.prediction_node(node)
+        targets = [self.loss_node] + ([name] if name is not None else [])
+        state, _ = self.forward(params, batch, targets)
+        losses = _backends.to_numpy(state["x"][self.loss_node])
+        if name is None:
+            return losses, None
+        return losses, _classes(_backends.to_numpy(state["x"][name]))
 
     def accuracy(
         self,
@@ -677,3 +689,8 @@ class Program:
     def zeros_like(self, param: str) -> Any:
         """Zeros shaped like ``param`` (the gradient of a parameter the loss does not reach)."""
         return self.xp.zeros(self.compiled.nodes[param].shape, dtype=self._float)
+
+
+def _classes(scores: np.ndarray) -> np.ndarray:
+    """The argmax over each example's values ``(B, ...)``: the predicted classes ``(B,)``."""
+    return np.argmax(scores.reshape(len(scores), -1), axis=1)

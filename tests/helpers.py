@@ -1,4 +1,4 @@
-"""Finite-difference checks and small graphs shared by the tests."""
+"""Small graphs, backends and fakes shared by the tests (the checks are ``pc.testing``'s)."""
 
 from __future__ import annotations
 
@@ -32,11 +32,6 @@ def rel_err(a: Any, b: Any) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), np.max(np.abs(a)), 1e-30))
 
 
-def fd_directional(f: Any, x: np.ndarray, v: np.ndarray, h: float = 1e-6) -> float:
-    """Central difference of scalar ``f`` at ``x`` along ``v``."""
-    return (f(x + h * v) - f(x - h * v)) / (2 * h)
-
-
 def check_program_grads(
     prog: pc.Program,
     params: dict,
@@ -46,21 +41,9 @@ def check_program_grads(
     tol: float = 1e-6,
 ) -> None:
     """Assert the backprop gradient of every parameter matches central differences of the loss
-    along random directions (relative error <= ``tol``)."""
-    rng = np.random.default_rng(seed)
-    grads = pc.to_numpy(prog.grads(params, batch, algorithm="bp"))
-    host = pc.to_numpy(params)
-    for name in prog.params:
-        for _ in range(directions):
-            v = rng.standard_normal(host[name].shape)
-
-            def loss_at(p: np.ndarray, name: str = name) -> float:
-                return prog.loss({**host, name: p}, batch)
-
-            fd = fd_directional(loss_at, host[name], v)
-            an = float(np.sum(grads[name] * v))
-            scale = max(abs(fd), abs(an), 1e-8)
-            assert abs(fd - an) / scale <= tol, f"{name}: backprop {an} vs finite difference {fd}"
+    along random directions (``pc.testing.check_grads``, relative error <= ``tol``)."""
+    checks = pc.testing.check_grads(prog, params, batch, directions, tol=tol, seed=seed)
+    assert all(c.passed for c in checks), "\n".join(map(str, checks))
 
 
 # ------------------------------------------------------------------ the specification's graphs
@@ -142,19 +125,6 @@ def all_graphs() -> dict[str, Any]:
         return out
     # resnet18 keeps its full widths (11M parameters): too slow for a NumPy reference per case.
     out.update({f"zoo-{k}": (lambda k=k: _build(k)) for k in SMALL if k != "resnet18"})
-    return out
-
-
-def batch_for(g: pc.Graph, B: int = 4, seed: int = 0, classes: int = 3) -> dict:
-    """A random batch for the inputs and targets of ``g``."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name in g.inputs + g.targets:
-        node = g.node(name)
-        if node.dtype == "int64":
-            out[name] = rng.integers(0, classes, size=(B,) + node.shape)
-        else:
-            out[name] = rng.standard_normal((B,) + node.shape)
     return out
 
 

@@ -19,16 +19,16 @@ from helpers import (
     GRAPHS,
     FakeElementwiseKernel,
     all_graphs,
-    batch_for,
     rel_err,
 )
 from pcgraph.backends import cupy_backend
 from pcgraph.backends.namespace import array_namespace
-from test_ops import CASES, _operands
+from test_ops import CASES
 
 import pcgraph as pc
 from pcgraph.algorithms import ALGORITHMS
 from pcgraph.ops import OPS, Example
+from pcgraph.testing import example_case, random_batch
 
 # Every registered algorithm is compared, so one added to the registry is covered automatically.
 ALGORITHMS_TO_COMPARE = sorted(ALGORITHMS)
@@ -243,8 +243,8 @@ def test_op_rules_run_on_the_filled_cupy13_like_namespace(
 ) -> None:
     """Every op rule finds all the names it uses on a CuPy-13-like namespace (once filled)."""
     op = OPS[name]
-    node, xs, dtypes = _operands(op, example, np.random.default_rng(index))
-    lowered = op.lowered(node["attrs"], 1 if node["batched"] else 0)
+    case = example_case(op, index)
+    xs, dtypes, lowered = case.operands, case.dtypes, case.attrs
     xp = array_namespace(fake_cupy())
     out = op.forward(xp, xs, **lowered)
     np.testing.assert_array_equal(out, op.forward(np, xs, **lowered))
@@ -266,7 +266,7 @@ def test_the_cupy_backend_runs_programs_end_to_end_on_a_fake_cupy(
     prog, ref = pc.compile(g, dtype="float64"), pc.compile(g, backend="numpy", dtype="float64")
     assert isinstance(prog.backend, cupy_backend.CupyBackend)
     assert isinstance(prog.backend, pc.backends.Backend)  # the protocol, checked at runtime
-    batch, params, host = batch_for(g), prog.init_params(1), ref.init_params(1)
+    batch, params, host = random_batch(g), prog.init_params(1), ref.init_params(1)
     for p in params.values():
         assert prog.backend.is_native(p)
     grads, expected = prog.grads(params, batch), ref.grads(host, batch)
@@ -298,7 +298,7 @@ def test_gpu_gradients_and_loss_match_numpy(
     g = ALL_GRAPHS[name]()
     ref, prog = pc.compile(g, backend="numpy", dtype=dtype), pc.compile(g, backend=gpu, dtype=dtype)
     options = ALGORITHM_OPTIONS.get(algorithm, {})
-    batch = batch_for(g, B=8)
+    batch = random_batch(g, size=8)
     host, params = ref.init_params(seed=3), prog.init_params(seed=3)
     assert all(prog.backend.is_native(p) for p in params.values())
     try:
@@ -320,9 +320,9 @@ def test_gpu_op_rules_match_numpy(
 ) -> None:
     op = OPS[name]
     be = pc.backends.get(gpu)
-    node, xs, dtypes = _operands(op, example, np.random.default_rng(index))
+    case = example_case(op, index)
+    xs, dtypes, lowered = case.operands, case.dtypes, case.attrs
     xs = [np.asarray(x, dtype="int64" if d == "int64" else dtype) for x, d in zip(xs, dtypes)]
-    lowered = op.lowered(node["attrs"], 1 if node["batched"] else 0)
     out = op.forward(np, xs, **lowered)
     g = np.random.default_rng(0).standard_normal(out.shape).astype(dtype)
     dev = [be.asarray(x, x.dtype.name) for x in xs]
@@ -348,7 +348,7 @@ def test_gpu_train_steps_match_numpy(gpu: str, algorithm: str, make_optimizer: A
         pc.compile(g, backend="numpy", dtype="float64"),
         pc.compile(g, backend=gpu, dtype="float64"),
     )
-    batch = batch_for(g, B=8)
+    batch = random_batch(g, size=8)
     host, params = ref.init_params(seed=0), prog.init_params(seed=0)
     opt_ref, opt = make_optimizer(), make_optimizer()
     for _ in range(5):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import ALGORITHM_OPTIONS, GRAPHS, batch_for, check_program_grads, mlp
+from helpers import ALGORITHM_OPTIONS, GRAPHS, check_program_grads, mlp
 
 import pcgraph as pc
 from pcgraph.algorithms import ALGORITHMS
+from pcgraph.testing import random_batch
 
 
 @pytest.mark.parametrize("name", GRAPHS)
 def test_backprop_matches_finite_differences(name: str, backend: str) -> None:
     g = GRAPHS[name]()
     prog = pc.compile(g, backend=backend, dtype="float64")
-    check_program_grads(prog, prog.init_params(seed=1), batch_for(g, B=5))
+    check_program_grads(prog, prog.init_params(seed=1), random_batch(g, size=5))
 
 
 def test_one_hot_targets_give_the_same_gradients_as_class_indices() -> None:
@@ -40,7 +41,7 @@ def test_one_program_serves_batches_of_any_size_in_any_order(algorithm: str) -> 
     g = mlp()
     prog = pc.compile(g, dtype="float64")
     params, opts = prog.init_params(0), ALGORITHM_OPTIONS.get(algorithm, {})
-    batches = {B: batch_for(g, B=B, seed=B) for B in (3, 5)}
+    batches = {B: random_batch(g, size=B, seed=B) for B in (3, 5)}
     fresh = {
         B: pc.compile(g, dtype="float64").grads(params, batches[B], algorithm, **opts)
         for B in (3, 5)
@@ -54,7 +55,7 @@ def test_one_program_serves_batches_of_any_size_in_any_order(algorithm: str) -> 
 def test_loss_is_the_batch_mean_of_the_per_example_losses() -> None:
     g = mlp()
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g, B=6)
+    params, batch = prog.init_params(0), random_batch(g, size=6)
     per_example = [prog.loss(params, {k: v[i : i + 1] for k, v in batch.items()}) for i in range(6)]
     assert prog.loss(params, batch) == pytest.approx(np.mean(per_example), rel=1e-12)
 
@@ -75,7 +76,7 @@ def test_float32_program_computes_in_float32() -> None:
     prog = pc.compile(g)  # float32 by default
     params = prog.init_params(0)
     assert all(p.dtype == np.float32 for p in params.values())
-    grads = prog.grads(params, batch_for(g))
+    grads = prog.grads(params, random_batch(g))
     assert all(v.dtype == np.float32 for v in grads.values())
 
 
@@ -115,7 +116,7 @@ def test_every_algorithm_keeps_every_stored_array_in_float32(algorithm: str) -> 
     g = mlp()
     prog = pc.compile(g)  # float32
     schedule = prog.schedule(algorithm, **ALGORITHM_OPTIONS.get(algorithm, {}))
-    run = prog.run(schedule, prog.init_params(0), batch_for(g), keep=True)
+    run = prog.run(schedule, prog.init_params(0), random_batch(g), keep=True)
     grads = run.grads()
     assert {k: v.dtype for k, v in grads.items()} == {k: np.float32 for k in grads}
     stores = run.lowered.layout.bases

@@ -223,7 +223,7 @@ def test_progress_bar_path(model: str, capsys, monkeypatch: pytest.MonkeyPatch) 
     sink = io.StringIO()
     # Under pytest stderr is no terminal, so tqdm would stay silent: force a bar into a buffer.
     monkeypatch.setattr(
-        cli, "_progress", lambda total, desc, on: tqdm(total=total, desc=desc, file=sink, ncols=80)
+        pc.train, "_progress", lambda total, desc, on: tqdm(total=total, desc=desc, file=sink, ncols=80)
     )
     argv = ["train", "--graph", model, "--epochs", "1", "--limit", "128", "--no-plot"]
     assert run(argv + ["--batch-size", "32"], capsys)[0] == 0
@@ -444,12 +444,12 @@ def test_a_full_disk_is_a_run_time_failure_named_in_one_line(
 ) -> None:
     import errno
 
-    import pcgraph.io
+    import pcgraph.checkpoint
 
     def no_space(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(pcgraph.io, "save", no_space)
+    monkeypatch.setattr(pcgraph.checkpoint, "save", no_space)
     code, _, err = run(["train", "--graph", "tiny.py", "--epochs", "1", "--out", "r"], capsys)
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1, err

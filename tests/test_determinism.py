@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import batch_for, mlp
+from helpers import mlp
 
 import pcgraph as pc
 from pcgraph.algorithms import ALGORITHMS
+from pcgraph.testing import random_batch
 
 OPTIONS = {"il": {"steps": 5}, "il-prox": {"steps": 5}}
 
@@ -20,7 +21,7 @@ def train(algorithm: str, reverse: bool) -> dict:
         params = dict(reversed(list(params.items())))
     opt = pc.optim.SGD(lr=0.1, momentum=0.9)
     for step in range(100):
-        batch = batch_for(g, B=4, seed=step)
+        batch = random_batch(g, size=4, seed=step)
         if reverse:
             batch = dict(reversed(list(batch.items())))
         prog.train_step(

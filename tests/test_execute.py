@@ -7,7 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from helpers import ALGORITHM_OPTIONS, GRAPHS, batch_for, mlp, residual
+from helpers import ALGORITHM_OPTIONS, GRAPHS, mlp, residual
 
 import pcgraph as pc
 from pcgraph.execute import (
@@ -20,6 +20,7 @@ from pcgraph.execute import (
     saved,
 )
 from pcgraph.schedule import VJP, Section
+from pcgraph.testing import random_batch
 
 
 def _lowered(prog: pc.Program, algorithm: str, **options: object):  # noqa: ANN202
@@ -35,11 +36,11 @@ def _instrs(items: list) -> list[Instr]:
 def test_a_run_keeps_only_its_results_and_the_leaves(algorithm: str) -> None:
     g = residual()
     prog = pc.compile(g, dtype="float64")
-    run = prog.run(prog.schedule(algorithm), prog.init_params(0), batch_for(g))
+    run = prog.run(prog.schedule(algorithm), prog.init_params(0), random_batch(g))
     held = {i for i, v in enumerate(run.slots) if v is not None}
     expected = set(run.lowered.outputs) | set(run.lowered.leaves) | {SCALE_SLOT}
     assert held <= expected  # every intermediate value was dropped after its last read
-    kept = prog.run(prog.schedule(algorithm), prog.init_params(0), batch_for(g), keep=True)
+    kept = prog.run(prog.schedule(algorithm), prog.init_params(0), random_batch(g), keep=True)
     assert len([v for v in kept.slots if v is not None]) > len(held)
     for name, grad in kept.grads().items():  # dropping changes no result
         np.testing.assert_array_equal(grad, run.grads()[name])
@@ -48,7 +49,7 @@ def test_a_run_keeps_only_its_results_and_the_leaves(algorithm: str) -> None:
 def test_dropping_values_lowers_the_peak_memory_of_a_step() -> None:
     g = mlp(sizes=(64, 256, 256, 256, 10), activation=pc.relu)
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g, B=256)
+    params, batch = prog.init_params(0), random_batch(g, size=256)
     peaks = {}
     for keep in (False, True):
         prog.run(prog.schedule("bp"), params, batch, keep=keep)  # lowered, not measured
@@ -62,7 +63,7 @@ def test_dropping_values_lowers_the_peak_memory_of_a_step() -> None:
 def test_zil_needs_no_more_memory_than_backprop() -> None:
     g = mlp(sizes=(64, 256, 256, 256, 10), activation=pc.relu)
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g, B=256)
+    params, batch = prog.init_params(0), random_batch(g, size=256)
     peaks = {}
     for algorithm in ("bp", "zil"):
         prog.grads(params, batch, algorithm)
@@ -110,7 +111,7 @@ def test_il_reuses_a_residual_only_where_the_operands_are_those_the_forward_saw(
 
 def test_results_do_not_depend_on_reusing_residuals(monkeypatch: pytest.MonkeyPatch) -> None:
     g = pc.models.lenet(in_shape=(1, 12, 12), channels=(2, 3), kernel=3)
-    batch = batch_for(g, B=3, classes=10)
+    batch = random_batch(g, size=3, classes=10)
     prog = pc.compile(g, dtype="float64")
     params = prog.init_params(0)
     reused = {a: prog.grads(params, batch, a, steps=3) for a in ("il", "fpa")}
@@ -128,7 +129,7 @@ def test_results_do_not_depend_on_reusing_residuals(monkeypatch: pytest.MonkeyPa
 def test_a_loop_runs_its_body_as_often_as_the_unrolled_steps_would() -> None:
     g = residual()
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g)
+    params, batch = prog.init_params(0), random_batch(g)
     looped = prog.schedule("il", steps=6)
     assert [s.repeat for s in looped.sections] == [1, 1, 5, 1, 1]
     # The same steps with the loop written out, section by section.
@@ -185,7 +186,7 @@ def test_a_registered_step_kind_runs_in_schedules(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(LOWERINGS, Halve, lower_halve)
     g = GRAPHS["mlp-tanh"]()
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g)
+    params, batch = prog.init_params(0), random_batch(g)
     bp = prog.schedule("bp")
     backward = bp.section("backward")
     halved = dataclasses.replace(
@@ -231,7 +232,7 @@ def test_a_backend_may_replace_the_lowering_of_a_step_kind(monkeypatch: pytest.M
 
     g = residual()
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g)
+    params, batch = prog.init_params(0), random_batch(g)
     expected = prog.grads(params, batch, "il", steps=3)
     monkeypatch.setattr(prog.backend, "lowerings", {Update: counting}, raising=False)
     other = pc.compile(g, dtype="float64")  # lowers anew, with the backend's lowering
@@ -248,7 +249,7 @@ def test_a_sweep_over_options_keeps_a_bounded_number_of_programs() -> None:
 
     g = mlp()
     prog = pc.compile(g)
-    params, batch = prog.init_params(0), batch_for(g)
+    params, batch = prog.init_params(0), random_batch(g)
     for k in range(_MAX_SCHEDULES + 20):
         prog.schedule("il", steps=1, rate=0.01 + k * 1e-4)
     prog.grads(params, batch, "il", steps=1, rate=0.5)
@@ -261,7 +262,7 @@ def test_a_runs_scale_multiplies_its_gradients_and_nothing_else(algorithm: str) 
     # must not move (its dynamics are not linear in the seed): only the increments scale.
     g = residual()
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g)
+    params, batch = prog.init_params(0), random_batch(g)
     options = ALGORITHM_OPTIONS.get(algorithm, {})
     schedule = prog.schedule(algorithm, **options)
     plain = prog.run(schedule, params, batch)

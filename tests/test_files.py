@@ -165,7 +165,7 @@ def test_deeply_nested_json_constants_are_refused(tmp_path: Path) -> None:
         + "}]}"
     )
     with pytest.raises(pc.FileFormatError, match="nested too deeply|'value'"):
-        pc.Graph.from_json(text)
+        pc.graph_from_json(text)
 
 
 # ------------------------------------------------------------------ writing

@@ -1,5 +1,6 @@
-"""pcgraph.io: graph files round-trip exactly and refuse bad or hostile content; checkpoints are
-atomic, pickle-free, and refuse truncated, corrupted or foreign files."""
+"""Graph files (``pcgraph.graph_file``) round-trip exactly and refuse bad or hostile content;
+checkpoints (``pcgraph.checkpoint``) are atomic, pickle-free, and refuse truncated, corrupted or
+foreign files."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import attention, batch_for, mlp, residual, rnn
+from helpers import attention, mlp, residual, rnn
 
 import pcgraph as pc
-from pcgraph import io
+from pcgraph.testing import random_batch
 
 BUILDERS = [mlp, residual, rnn, attention]
 
@@ -24,17 +25,17 @@ BUILDERS = [mlp, residual, rnn, attention]
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda b: b.__name__)
 def test_graph_json_round_trip(build, tmp_path: Path) -> None:  # noqa: ANN001
     g = build()
-    path = io.save_graph(tmp_path / "g.json", g)
+    path = pc.save_graph(tmp_path / "g.json", g)
     back = pc.load_graph(path)
-    assert back.name == g.name and back.to_json() == g.to_json()
+    assert back.name == g.name and pc.graph_to_json(back) == pc.graph_to_json(g)
     assert pc.fingerprint(back) == pc.fingerprint(g)
     p1, p2 = pc.compile(g, dtype="float64"), pc.compile(back, dtype="float64")
     assert str(p1.schedule("bp")) == str(p2.schedule("bp"))
-    params, batch = p1.init_params(seed=1), batch_for(g)
+    params, batch = p1.init_params(seed=1), random_batch(g)
     assert p1.loss(params, batch) == p2.loss(params, batch)
     g1, g2 = p1.grads(params, batch), p2.grads(params, batch)
     assert all(np.array_equal(g1[k], g2[k]) for k in g1)
-    assert pc.Graph.from_json(g.to_json()).to_json() == g.to_json()
+    assert pc.graph_to_json(pc.graph_from_json(pc.graph_to_json(g))) == pc.graph_to_json(g)
 
 
 def test_graph_json_keeps_named_inits_consts_and_int_targets() -> None:
@@ -43,7 +44,7 @@ def test_graph_json_keeps_named_inits_consts_and_int_targets() -> None:
     w = g.param("w", (3,), init="he_normal")
     h = x * w + np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=np.float32) * 0.5
     g.set_loss(pc.softmax_cross_entropy(pc.sum(h, axis=0), g.target("y", (), dtype="int64")))
-    back = pc.Graph.from_json(g.to_json())
+    back = pc.graph_from_json(pc.graph_to_json(g))
     assert back.nx.nodes["w"]["init"] == "he_normal"
     assert back.node("y").dtype == "int64"
     consts = [n for n, k in back.nx.nodes(data="kind") if k == "const"]
@@ -57,11 +58,11 @@ def test_callable_init_is_refused_on_save() -> None:
     g = mlp()
     g.nx.nodes["W0"]["init"] = lambda rng, shape: np.ones(shape)
     with pytest.raises(pc.GraphError, match="param 'W0'.*callable"):
-        g.to_json()
+        pc.graph_to_json(g)
 
 
 def _file(**change: object) -> dict:
-    data = json.loads(mlp().to_json())
+    data = json.loads(pc.graph_to_json(mlp()))
     data.update(change)
     return data
 
@@ -84,7 +85,7 @@ def _bad_cases() -> dict[str, tuple[str, str]]:
     deep = "[" * 100000 + "]" * 100000
     return {
         "not json": ("{nodes: oops", "not valid JSON"),
-        "nan": (mlp().to_json().replace('"init": "normal"', '"init": NaN', 1), "NaN"),
+        "nan": (pc.graph_to_json(mlp()).replace('"init": "normal"', '"init": NaN', 1), "NaN"),
         "deep nesting": (deep, "nested too deeply|pcgraph graph file"),
         "a list": ("[]", "JSON object"),
         "wrong format": (json.dumps(_file(format="pickle")), "not a pcgraph graph file"),
@@ -147,15 +148,15 @@ def test_const_values_are_checked() -> None:
     g = pc.Graph("k")
     x = g.input("x", (2,))
     g.set_loss(pc.mse(x * np.array([1.0, 2.0]), g.target("y", (2,))))
-    data = json.loads(g.to_json())
+    data = json.loads(pc.graph_to_json(g))
     const = next(n for n in data["nodes"] if n["kind"] == "const")
     for value, msg in (([1.0, [2.0]], "number or nested lists|ragged"), ([1.0, True], "number")):
         const["value"] = value
         with pytest.raises(pc.FileFormatError, match=msg):
-            pc.Graph.from_json(json.dumps(data))
+            pc.graph_from_json(json.dumps(data))
     const["value"] = [1.0, 2.0, 3.0]
     with pytest.raises(pc.FileFormatError, match=r"'value' has shape \(3,\)"):
-        pc.Graph.from_json(json.dumps(data))
+        pc.graph_from_json(json.dumps(data))
 
 
 def test_missing_graph_file() -> None:
@@ -176,7 +177,7 @@ def _trained(opt: pc.optim.Optimizer, steps: int, params: dict | None = None) ->
     prog = pc.compile(g, dtype="float64")
     params = prog.init_params(seed=0) if params is None else params
     for s in range(steps):
-        prog.train_step(params, batch_for(g, seed=s), optimizer=opt)
+        prog.train_step(params, random_batch(g, seed=s), optimizer=opt)
     return prog, params
 
 
@@ -193,7 +194,7 @@ def test_checkpoint_resume_is_bit_identical(make, tmp_path: Path) -> None:  # no
     resumed.load_state_dict(ck.optimizer_state)
     params = ck.params
     for s in range(3, 5):
-        prog.train_step(params, batch_for(mlp(), seed=s), optimizer=resumed)
+        prog.train_step(params, random_batch(mlp(), seed=s), optimizer=resumed)
     assert all(np.array_equal(params[k], straight[k]) for k in straight)
 
 

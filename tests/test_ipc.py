@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import batch_for
 
 import pcgraph as pc
+from pcgraph.testing import random_batch
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -60,7 +60,7 @@ def ipc_reference(
 def setup() -> tuple[pc.Program, dict, dict]:
     g = pc.models.mlp(sizes=(5, 4, 3))
     prog = pc.compile(g, dtype="float64")
-    return prog, prog.init_params(0), batch_for(g, B=6)
+    return prog, prog.init_params(0), random_batch(g, size=6)
 
 
 @pytest.mark.parametrize("value_nodes", ["all", "layers"])

@@ -45,3 +45,61 @@ def test_backends_know_no_graph() -> None:
             and not n.startswith("pcgraph.backends")
         }
         assert not graphy, f"{path.name} imports {graphy}"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[0] == "backends":  # installed as pcgraph.backends (package-dir in pyproject.toml)
+        parts = ["pcgraph", *parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+class _AllImports(ast.NodeVisitor):
+    """The pcgraph modules a module imports anywhere: at module level and inside functions
+    (a lazy import is still a dependency), but not under ``if TYPE_CHECKING:``."""
+
+    def __init__(self, module: str, is_package: bool, known: set[str]) -> None:
+        self.package = module if is_package else module.rpartition(".")[0]
+        self.known, self.found = known, set()
+
+    def _add(self, name: str) -> None:
+        while name and name not in self.known:
+            name = name.rpartition(".")[0]
+        if name:
+            self.found.add(name)
+
+    def visit_If(self, node: ast.If) -> None:
+        if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+            self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            if alias.name.startswith("pcgraph."):
+                self._add(alias.name)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level:
+            base = self.package.split(".")[: len(self.package.split(".")) - (node.level - 1)]
+            name = ".".join(base + ([node.module] if node.module else []))
+        else:
+            name = node.module or ""
+        if name.startswith("pcgraph.") or (name == "pcgraph" and node.level):
+            for alias in node.names:
+                self._add(f"{name}.{alias.name}")
+
+
+def test_no_module_imports_itself_back_even_lazily() -> None:
+    """The import graph of pcgraph's modules is acyclic, counting imports inside functions.
+    Imports of the package root (``import pcgraph as pc``: the public DSL, as user code such as
+    the zoo writes it) are not edges: the root re-exports everything by design."""
+    import networkx as nx
+
+    paths = [*(ROOT / "pcgraph").rglob("*.py"), *(ROOT / "backends").rglob("*.py")]
+    modules = {_module_name(p): p for p in paths}
+    edges = nx.DiGraph()
+    for module, path in modules.items():
+        visitor = _AllImports(module, path.name == "__init__.py", set(modules))
+        visitor.visit(ast.parse(path.read_text()))
+        edges.add_edges_from((module, dep) for dep in visitor.found if dep != module)
+    cycles = sorted(nx.simple_cycles(edges), key=len)
+    assert not cycles, f"import cycles: {cycles[:5]}"

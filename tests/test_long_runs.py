@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import batch_for
 
 import pcgraph as pc
 from pcgraph.models import MODELS
+from pcgraph.testing import random_batch
 
 NETWORKS = {
     "cnn": lambda: MODELS["lenet"](in_shape=(1, 10, 10), classes=3, channels=(2, 3), kernel=3),
@@ -21,7 +21,7 @@ def test_500_steps_of_zil_stay_on_backprop(name: str) -> None:
     prog = pc.compile(g, dtype="float64")
     p_bp, p_zil = prog.init_params(0), prog.init_params(0)
     o_bp, o_zil = pc.optim.SGD(lr=0.05, momentum=0.9), pc.optim.SGD(lr=0.05, momentum=0.9)
-    batches = [batch_for(g, B=4, seed=s) for s in range(20)]
+    batches = [random_batch(g, size=4, seed=s) for s in range(20)]
     for step in range(500):
         prog.train_step(p_bp, batches[step % 20], algorithm="bp", optimizer=o_bp)
         prog.train_step(p_zil, batches[step % 20], algorithm="zil", optimizer=o_zil)

@@ -6,10 +6,11 @@ import inspect
 
 import numpy as np
 import pytest
-from helpers import batch_for, check_program_grads
+from helpers import check_program_grads
 
 import pcgraph as pc
 from pcgraph.models import MODELS
+from pcgraph.testing import random_batch
 
 # Small configurations of every builder (float64 finite differences stay fast).
 SMALL = {
@@ -60,7 +61,7 @@ def test_backprop_matches_finite_differences(key: str) -> None:
     g = _build(key)
     assert "x" in g.inputs and g.targets == ["y"]
     prog = pc.compile(g, dtype="float64")
-    batch = batch_for(g, B=4, seed=1)
+    batch = random_batch(g, size=4, seed=1)
     # Zero-initialised biases put a ReLU exactly at its kink wherever dropout zeroes a whole
     # input row (the central difference then sees slope 1/2); jitter every parameter off it.
     rng = np.random.default_rng(3)
@@ -72,7 +73,7 @@ def test_backprop_matches_finite_differences(key: str) -> None:
 def test_forward_runs_on_a_tiny_batch_in_float32(key: str) -> None:
     g = _build(key)
     prog = pc.compile(g)
-    loss = prog.loss(prog.init_params(0), batch_for(g, B=2))
+    loss = prog.loss(prog.init_params(0), random_batch(g, size=2))
     assert np.isfinite(loss)
 
 
@@ -81,7 +82,7 @@ def test_resnet18_default_builds_and_runs_forward_on_batch_2() -> None:
     prog = pc.compile(g)
     params = prog.init_params(0)
     assert sum(p.size for p in params.values()) == 11_173_962  # PyTorch's CIFAR ResNet-18 count
-    batch = batch_for(g, B=2, classes=10)
+    batch = random_batch(g, size=2, classes=10)
     logits = prog.evaluate(params, batch, prog.compiled.nodes["loss"].operands[0])
     assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
 
@@ -99,7 +100,7 @@ def test_zoo_gradients_are_the_same_under_array_api_strict(key: str) -> None:
     g = _build(key)
     ref = pc.compile(g, dtype="float64")
     strict = pc.compile(g, backend="array_api_strict", dtype="float64")
-    batch = batch_for(g, B=3)
+    batch = random_batch(g, size=3)
     expected = ref.grads(ref.init_params(1), batch)
     got = {
         k: strict.backend.to_numpy(v) for k, v in strict.grads(strict.init_params(1), batch).items()
@@ -121,7 +122,7 @@ def _divergence(a: dict, b: dict) -> float:
 def test_zil_and_fpa_equal_backprop_on_every_model(key: str) -> None:
     g = _build(key)
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(2), batch_for(g, B=3, seed=1)
+    params, batch = prog.init_params(2), random_batch(g, size=3, seed=1)
     bp = prog.grads(params, batch, algorithm="bp")
     assert _divergence(prog.grads(params, batch, algorithm="zil"), bp) <= 1e-12
     assert _divergence(prog.grads(params, batch, algorithm="fpa"), bp) <= 1e-12
@@ -131,7 +132,7 @@ def test_zil_and_fpa_equal_backprop_on_every_model(key: str) -> None:
 def test_every_algorithm_trains_every_model(key: str) -> None:
     g = _build(key)
     prog = pc.compile(g, dtype="float32")
-    batch = batch_for(g, B=3, seed=1)
+    batch = random_batch(g, size=3, seed=1)
     for algorithm, options in (
         ("bp", {}),
         ("zil", {}),

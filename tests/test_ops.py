@@ -1,4 +1,5 @@
-"""Every op in the table: its VJP matches central finite differences in float64."""
+"""Every op in the table: its VJP matches central finite differences in float64
+(``pc.testing.check_vjp``), its saved residuals and joint pullbacks agree with plain VJPs."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 import pcgraph as pc
-from pcgraph.graph import infer
 from pcgraph.ops import _GEMV_MIN_SIZE, OPS, Example, mean_over, sum_over
+from pcgraph.testing import check_vjp, example_case
 
 B = 3
 CASES = [(name, i, ex) for name, op in OPS.items() for i, ex in enumerate(op.examples)]
@@ -17,51 +18,16 @@ def test_every_op_has_examples_to_check() -> None:
     assert not [name for name, op in OPS.items() if not op.examples]
 
 
-def _operands(op, ex: Example, rng):  # noqa: ANN001, ANN202
-    dtypes = [
-        "int64" if (i in op.int_operands and ex.int_high) else "float"
-        for i in range(len(ex.shapes))
-    ]
-    info = [
-        {"shape": s, "batched": b, "dtype": d} for s, b, d in zip(ex.shapes, ex.batched, dtypes)
-    ]
-    node = infer(op, "node", [f"a{i}" for i in range(len(ex.shapes))], info, dict(ex.attrs))
-    arrays = []
-    for s, b, d in zip(ex.shapes, ex.batched, dtypes):
-        if op.elementwise and b and len(s) < len(node["shape"]):
-            s = (1,) * (len(node["shape"]) - len(s)) + tuple(s)  # the DSL's padding reshape
-        full = ((B,) if b else ()) + tuple(s)
-        if d == "int64":
-            arrays.append(rng.integers(0, ex.int_high, size=full))
-        elif ex.domain == "positive":
-            arrays.append(rng.uniform(0.5, 2.0, size=full))
-        else:
-            arrays.append(rng.standard_normal(full))
-    return node, arrays, dtypes
+@pytest.mark.parametrize("name", list(OPS))
+def test_vjp_matches_finite_differences(name: str) -> None:
+    """``pc.testing.check_vjp`` on every example of every op of the table, in float64."""
+    checks = check_vjp(OPS[name], batch=B)
+    assert checks and all(c.passed for c in checks), "\n".join(map(str, checks))
 
 
-@pytest.mark.parametrize("name,index,example", CASES, ids=[f"{n}-{i}" for n, i, _ in CASES])
-def test_vjp_matches_finite_differences(name: str, index: int, example: Example) -> None:
-    op = OPS[name]
-    rng = np.random.default_rng(index)
-    node, xs, dtypes = _operands(op, example, rng)
-    lowered = op.lowered(node["attrs"], 1 if node["batched"] else 0)
-    out = op.forward(np, xs, **lowered)
-    expected = ((B,) if node["batched"] else ()) + node["shape"]
-    assert out.shape == expected, f"forward gives {out.shape}, shape rule says {expected}"
-    g = rng.standard_normal(out.shape)
-    h = 1e-6
-    for i, x in enumerate(xs):
-        if dtypes[i] == "int64":
-            continue
-        v = rng.standard_normal(x.shape)
-        plus = op.forward(np, [*xs[:i], x + h * v, *xs[i + 1 :]], **lowered)
-        minus = op.forward(np, [*xs[:i], x - h * v, *xs[i + 1 :]], **lowered)
-        fd = np.sum(g * (plus - minus)) / (2 * h)
-        cot = op.vjp(np, i, g, out, xs, **lowered)
-        assert cot.shape == x.shape, f"operand {i}: cotangent {cot.shape} vs operand {x.shape}"
-        an = np.sum(cot * v)
-        assert abs(an - fd) <= 1e-6 * max(abs(fd), abs(an), 1e-6), f"operand {i}: {an} vs {fd}"
+def _case(name: str, index: int):  # noqa: ANN202
+    case = example_case(OPS[name], index, batch=B)
+    return case.node, case.operands, case.dtypes, case.attrs, np.random.default_rng((index, 2))
 
 
 SAVING = [(n, i, ex) for n, i, ex in CASES if OPS[n].saves is not None]
@@ -79,9 +45,7 @@ def test_a_vjp_reusing_the_forwards_residual_equals_the_one_recomputing_it(
     name: str, index: int, example: Example
 ) -> None:
     op = OPS[name]
-    rng = np.random.default_rng(index)
-    node, xs, dtypes = _operands(op, example, rng)
-    kw = op.lowered(node["attrs"], 1 if node["batched"] else 0)
+    node, xs, dtypes, kw, rng = _case(name, index)
     out, saved = op.evaluate(np, xs, kw)
     assert np.array_equal(out, op.forward(np, xs, **kw))  # forward is the saving forward's out
     g = rng.standard_normal(out.shape)
@@ -98,9 +62,7 @@ def test_several_cotangents_in_one_call_equal_one_call_each(
     name: str, index: int, example: Example
 ) -> None:
     op = OPS[name]
-    rng = np.random.default_rng(index)
-    node, xs, dtypes = _operands(op, example, rng)
-    kw = op.lowered(node["attrs"], 1 if node["batched"] else 0)
+    node, xs, dtypes, kw, rng = _case(name, index)
     out, saved = op.evaluate(np, xs, kw)
     g = rng.standard_normal(out.shape)
     argnums = tuple(i for i, d in enumerate(dtypes) if d != "int64")
@@ -115,9 +77,8 @@ def test_float32_operands_give_float32_values_and_cotangents(
 ) -> None:
     """No rule promotes silently: NumPy 2 turns ``f32 * np.float64(...)`` into float64."""
     op = OPS[name]
-    node, xs, dtypes = _operands(op, example, np.random.default_rng(index))
+    node, xs, dtypes, lowered, _ = _case(name, index)
     xs = [x if d == "int64" else x.astype(np.float32) for x, d in zip(xs, dtypes)]
-    lowered = op.lowered(node["attrs"], 1 if node["batched"] else 0)
     out = op.forward(np, xs, **lowered)
     assert out.dtype == np.float32, f"forward gives {out.dtype}"
     g = np.ones(out.shape, dtype=np.float32)

@@ -6,15 +6,16 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import batch_for, mlp
+from helpers import mlp
 
 import pcgraph as pc
+from pcgraph.testing import random_batch
 
 
 def setup(seed: int = 0):  # noqa: ANN201
     g = mlp()
     prog = pc.compile(g, dtype="float64")
-    return prog, prog.init_params(seed), batch_for(g, B=8)
+    return prog, prog.init_params(seed), random_batch(g, size=8)
 
 
 def test_sgd_step_is_params_minus_lr_times_grads() -> None:

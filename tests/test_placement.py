@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dags import random_dags
-from helpers import batch_for, mlp, residual, rnn
+from helpers import mlp, residual, rnn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pcgraph as pc
 from pcgraph.algorithms.pc import structure
 from pcgraph.compile import grad_nodes
+from pcgraph.testing import random_batch
 
 SETTINGS = settings(
     max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -49,7 +50,7 @@ def zoo_mlp(sizes: tuple = (7, 6, 5, 4), activation: str = "relu") -> pc.Graph:
 def test_zil_equals_backprop_under_every_placement(build, placement: str) -> None:  # noqa: ANN001
     g = build()
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g, B=5)
+    params, batch = prog.init_params(0), random_batch(g, size=5)
     ops = batched_ops(prog)
     chosen = {"all": "all", "none": [], "every-other": ops[::2]}.get(placement)
     if placement == "layers":
@@ -65,7 +66,7 @@ def test_zil_equals_backprop_under_every_placement(build, placement: str) -> Non
 @given(g=random_dags(), picks=st.lists(st.integers(0, 20), max_size=6))
 def test_zil_equals_backprop_on_random_dags_with_random_value_nodes(g: pc.Graph, picks) -> None:  # noqa: ANN001
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g, B=4)
+    params, batch = prog.init_params(0), random_batch(g, size=4)
     ops = batched_ops(prog)
     chosen = sorted({ops[i % len(ops)] for i in picks})
     bp = prog.grads(params, batch)
@@ -76,7 +77,7 @@ def test_zil_equals_backprop_on_random_dags_with_random_value_nodes(g: pc.Graph,
 def test_fpa_at_rate_1_with_depth_sweeps_equals_backprop_under_a_placement(placement: str) -> None:
     g = zoo_mlp(sizes=(7, 6, 6, 5, 4), activation="tanh")
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g, B=5)
+    params, batch = prog.init_params(0), random_batch(g, size=5)
     depth = structure(prog.compiled, placement).depth
     bp = prog.grads(params, batch)
     fpa = prog.grads(params, batch, algorithm="fpa", value_nodes=placement, steps=depth)
@@ -139,7 +140,7 @@ def il_per_layer_reference(params: dict, x: np.ndarray, y: np.ndarray, steps: in
 def test_il_with_one_value_node_per_layer_is_pcx_tutorial_il(steps: int) -> None:
     g = zoo_mlp(sizes=(9, 7, 6, 4))
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(3), batch_for(g, B=6)
+    params, batch = prog.init_params(3), random_batch(g, size=6)
     ours = prog.grads(params, batch, algorithm="il", steps=steps, rate=0.1, value_nodes="layers")
     ref = il_per_layer_reference(params, batch["x"], batch["y"], steps, 0.1)
     assert max_diff(ours, ref) <= 1e-13
@@ -150,7 +151,7 @@ def test_il_with_one_value_node_per_layer_is_pcx_tutorial_il(steps: int) -> None
 def test_naming_the_layers_equals_marking_them() -> None:
     g = zoo_mlp()
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g, B=4)
+    params, batch = prog.init_params(0), random_batch(g, size=4)
     marked = prog.grads(params, batch, algorithm="il", value_nodes="layers")
     named = prog.grads(params, batch, algorithm="il", value_nodes=["relu_0", "relu_1"])
     assert max_diff(marked, named) == 0.0
@@ -228,7 +229,9 @@ def test_a_bad_placement_is_an_option_error_naming_it(value_nodes, match: str) -
     g = zoo_mlp()
     prog = pc.compile(g)
     with pytest.raises(pc.OptionError, match=match):
-        prog.grads(prog.init_params(0), batch_for(g, B=2), algorithm="il", value_nodes=value_nodes)
+        prog.grads(
+            prog.init_params(0), random_batch(g, size=2), algorithm="il", value_nodes=value_nodes
+        )
 
 
 def test_layers_on_a_graph_without_marks_says_how_to_mark_them() -> None:

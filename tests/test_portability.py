@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import ALGORITHM_OPTIONS, GRAPHS, all_graphs, batch_for, rel_err
-from test_ops import CASES, _operands
+from helpers import ALGORITHM_OPTIONS, GRAPHS, all_graphs, rel_err
+from test_ops import CASES
 
 import pcgraph as pc
 from pcgraph.algorithms import ALGORITHMS
 from pcgraph.ops import OPS, Example
+from pcgraph.testing import example_case, random_batch
 
 xps = pytest.importorskip("array_api_strict")
 STRICT = "array_api_strict"
@@ -89,10 +90,13 @@ def test_op_rules_use_only_the_namespace_handed_in(
     """Every op in ``OPS`` (new ones included): forward and each VJP under ``array_api_strict``
     agree with NumPy in the same dtype (float64: 1e-12; float32: 1e-4 relative) and keep it."""
     op = OPS[name]
-    rng = np.random.default_rng(index)
-    node, xs, dtypes = _operands(op, example, rng)
-    xs = [np.asarray(x, dtype="int64" if d == "int64" else dtype) for x, d in zip(xs, dtypes)]
-    lowered = op.lowered(node["attrs"], 1 if node["batched"] else 0)
+    rng = np.random.default_rng((index, 3))
+    case = example_case(op, index)
+    xs = [
+        np.asarray(x, dtype="int64" if d == "int64" else dtype)
+        for x, d in zip(case.operands, case.dtypes)
+    ]
+    dtypes, lowered = case.dtypes, case.attrs
     g = rng.standard_normal(op.forward(np, xs, **lowered).shape).astype(dtype)
     ref_out, ref_cots = _run_rules(np, op, xs, g, dtypes, lowered)
     out, cots = _run_rules(xps, op, [xps.asarray(x) for x in xs], xps.asarray(g), dtypes, lowered)
@@ -120,7 +124,7 @@ def _pair(name: str, dtype: str = "float64") -> tuple[pc.Program, pc.Program, di
     return (
         pc.compile(g, backend="numpy", dtype=dtype),
         pc.compile(g, backend=STRICT, dtype=dtype),
-        batch_for(g, B=5),
+        random_batch(g, size=5),
     )
 
 

@@ -8,11 +8,12 @@ import warnings
 import numpy as np
 import pytest
 from dags import random_dags
-from helpers import attention, batch_for, mlp, residual, rnn
+from helpers import attention, mlp, residual, rnn
 from hypothesis import HealthCheck, given, settings
 
 import pcgraph as pc
 from pcgraph.algorithms.ilprox import Normalise
+from pcgraph.testing import random_batch
 
 GRAPHS = {
     "mlp-sigmoid": lambda: mlp(activation=pc.sigmoid),
@@ -40,7 +41,7 @@ def divergence(a: dict, b: dict) -> float:
 def setup(name: str, dtype: str = "float64", B: int = 5):  # noqa: ANN201
     g = GRAPHS[name]()
     prog = pc.compile(g, dtype=dtype)
-    return prog, prog.init_params(seed=1), batch_for(g, B=B)
+    return prog, prog.init_params(seed=1), random_batch(g, size=B)
 
 
 @pytest.mark.parametrize("name", GRAPHS)
@@ -73,7 +74,7 @@ def test_zil_equals_backprop_on_random_dags(g: pc.Graph) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pc.UnusedParameterWarning)
         prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(seed=0), batch_for(g, B=3)
+    params, batch = prog.init_params(seed=0), random_batch(g, size=3)
     bp = prog.grads(params, batch, algorithm="bp")
     assert divergence(prog.grads(params, batch, algorithm="zil"), bp) <= 1e-12
     assert divergence(prog.grads(params, batch, algorithm="zil", dense=True), bp) <= 1e-12
@@ -85,7 +86,7 @@ def test_zil_trajectory_stays_on_backprop_for_50_sgd_steps() -> None:
     p_bp, p_zil = prog.init_params(0), prog.init_params(0)
     opt_bp, opt_zil = pc.optim.SGD(lr=0.5, momentum=0.5), pc.optim.SGD(lr=0.5, momentum=0.5)
     for step in range(50):
-        batch = batch_for(g, B=8, seed=step)
+        batch = random_batch(g, size=8, seed=step)
         prog.train_step(p_bp, batch, algorithm="bp", optimizer=opt_bp)
         prog.train_step(p_zil, batch, algorithm="zil", optimizer=opt_zil)
     moved = divergence(p_bp, prog.init_params(0))
@@ -107,7 +108,7 @@ def test_zil_trajectory_stays_on_backprop_for_50_sgd_steps() -> None:
 def test_dropping_any_zil_condition_diverges_from_backprop(ablation: dict, least: float) -> None:
     g = mlp(sizes=(16, 12, 12, 10), activation=pc.sigmoid)
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g, B=16, classes=10)
+    params, batch = prog.init_params(0), random_batch(g, size=16, classes=10)
     bp = prog.grads(params, batch, algorithm="bp")
     assert divergence(prog.grads(params, batch, algorithm="zil", dense=True), bp) <= 1e-12
     assert divergence(prog.grads(params, batch, algorithm="zil", **ablation), bp) >= least
@@ -138,7 +139,7 @@ def test_il_divergence_falls_monotonically_as_the_target_nears_the_prediction() 
     g = mlp(sizes=(5, 6, 6, 4), activation=pc.tanh, loss="mse")
     prog = pc.compile(g, dtype="float64")
     params = prog.init_params(0)
-    batch = batch_for(g, B=6)
+    batch = random_batch(g, size=6)
     pred = pc.to_numpy(prog.evaluate(params, batch, g.node("add_2")))
     direction = np.random.default_rng(5).standard_normal(pred.shape)
     gaps = []

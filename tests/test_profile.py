@@ -6,10 +6,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import batch_for, mlp, residual
+from helpers import mlp, residual
 
 import pcgraph as pc
 from pcgraph.execute import lower
+from pcgraph.testing import random_batch
 
 
 @pytest.mark.parametrize("algorithm, options", [("bp", {}), ("zil", {}), ("il", {"steps": 3})])
@@ -18,7 +19,7 @@ def test_profile_has_one_row_per_executed_step_in_schedule_order(
 ) -> None:
     g = residual()
     prog = pc.compile(g)
-    rows = prog.profile(prog.init_params(0), batch_for(g), algorithm, repeats=3, **options)
+    rows = prog.profile(prog.init_params(0), random_batch(g), algorithm, repeats=3, **options)
     expected = prog.schedule(algorithm, **options).executed()
     assert [(sec, step) for sec, step, _ in rows] == expected
     assert all(isinstance(t, float) and t > 0 for *_, t in rows)
@@ -55,7 +56,7 @@ def test_a_step_kind_without_a_lowering_is_refused_by_name() -> None:
 def test_profiling_leaves_the_results_and_later_runs_unchanged() -> None:
     g = mlp()
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g)
+    params, batch = prog.init_params(0), random_batch(g)
     before = prog.grads(params, batch, "zil")
     prog.profile(params, batch, "zil", repeats=2)
     after = prog.grads(params, batch, "zil")
@@ -65,7 +66,7 @@ def test_profiling_leaves_the_results_and_later_runs_unchanged() -> None:
 def test_a_loops_steps_carry_the_time_of_all_its_iterations() -> None:
     g = mlp()
     prog = pc.compile(g, dtype="float64")
-    rows = prog.profile(prog.init_params(0), batch_for(g), "il", repeats=1, steps=40)
+    rows = prog.profile(prog.init_params(0), random_batch(g), "il", repeats=1, steps=40)
     loop = [t for sec, _, t in rows if sec == "inference t=1..39"]
     once = [t for sec, _, t in rows if sec == "inference t=0"]
     assert len(loop) > len(once)  # the loop also recomputes the moving predictions
@@ -88,8 +89,8 @@ def test_a_run_that_fails_while_timed_leaves_the_program_working() -> None:
     g = mlp()
     prog = pc.compile(g)
     with pytest.raises(RuntimeError, match="went away"):
-        prog.profile(prog.init_params(0), _FailsOnSecondRead(batch_for(g)), "bp")
-    assert prog.grads(prog.init_params(0), batch_for(g))  # and the program still runs
+        prog.profile(prog.init_params(0), _FailsOnSecondRead(random_batch(g)), "bp")
+    assert prog.grads(prog.init_params(0), random_batch(g))  # and the program still runs
 
 
 def test_a_step_that_fails_while_timed_leaves_the_program_working(monkeypatch) -> None:  # noqa: ANN001
@@ -107,7 +108,7 @@ def test_a_step_that_fails_while_timed_leaves_the_program_working(monkeypatch) -
     )
     g = mlp(sizes=(6, 5, 4, 3))
     prog = pc.compile(g)
-    params, batch = prog.init_params(0), batch_for(g)
+    params, batch = prog.init_params(0), random_batch(g)
     with pytest.raises(FloatingPointError, match="kernel failed"):
         prog.profile(params, batch, "bp", repeats=3)
     assert len(calls) == 3  # it failed in the first timed run, partway through the schedule
@@ -119,4 +120,4 @@ def test_a_step_that_fails_while_timed_leaves_the_program_working(monkeypatch) -
 def test_profile_refuses_a_repeat_count_that_is_not_a_positive_integer(repeats: object) -> None:
     prog = pc.compile(mlp())
     with pytest.raises(pc.OptionError, match="repeats"):
-        prog.profile(prog.init_params(0), batch_for(mlp()), repeats=repeats)
+        prog.profile(prog.init_params(0), random_batch(mlp()), repeats=repeats)

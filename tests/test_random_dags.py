@@ -5,10 +5,11 @@ from __future__ import annotations
 import warnings
 
 from dags import random_dags
-from helpers import batch_for, check_program_grads
+from helpers import check_program_grads
 from hypothesis import HealthCheck, given, settings
 
 import pcgraph as pc
+from pcgraph.testing import random_batch
 
 
 @settings(
@@ -19,4 +20,4 @@ def test_backprop_on_random_dags_matches_finite_differences(g: pc.Graph) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pc.UnusedParameterWarning)
         prog = pc.compile(g, dtype="float64")
-    check_program_grads(prog, prog.init_params(seed=0), batch_for(g, B=3), directions=2)
+    check_program_grads(prog, prog.init_params(seed=0), random_batch(g, size=3), directions=2)

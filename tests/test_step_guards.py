@@ -6,15 +6,16 @@ import types
 
 import numpy as np
 import pytest
-from helpers import batch_for, mlp
+from helpers import mlp
 
 import pcgraph as pc
+from pcgraph.testing import random_batch
 
 
 def setup(dtype: str = "float32"):  # noqa: ANN201
     g = mlp()
     prog = pc.compile(g, dtype=dtype)
-    return prog, prog.init_params(0), batch_for(g, B=8)
+    return prog, prog.init_params(0), random_batch(g, size=8)
 
 
 def _snapshot(params: dict, opt: pc.optim.Optimizer) -> tuple:

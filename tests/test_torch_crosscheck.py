@@ -4,10 +4,11 @@ backprop gradients equal PyTorch autograd's on the same graph and weights."""
 from __future__ import annotations
 
 import pytest
-from helpers import batch_for, rel_err
+from helpers import rel_err
 
 import pcgraph as pc
 from pcgraph.models import MODELS
+from pcgraph.testing import random_batch
 
 torch = pytest.importorskip("torch", reason="PyTorch is a benchmark-only dependency")
 from benchmarks.torch_peer import TorchPeer  # noqa: E402
@@ -26,7 +27,7 @@ CONFIGS = {
 def test_backprop_equals_pytorch_autograd(name: str) -> None:
     g = MODELS[name](**CONFIGS[name])
     prog = pc.compile(g, dtype="float64")
-    params, batch = prog.init_params(0), batch_for(g, B=3)
+    params, batch = prog.init_params(0), random_batch(g, size=3)
     peer = TorchPeer(prog, params)
     theirs, ours = peer.grads(peer.feed(batch)), prog.grads(params, batch)
     assert max(rel_err(theirs[k], ours[k]) for k in ours) <= 1e-12

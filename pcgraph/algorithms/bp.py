@@ -5,7 +5,7 @@ from __future__ import annotations
 from pcgraph.compile import Compiled, bp_sections
 from pcgraph.schedule import Schedule
 
-from . import Algorithm, register
+from pcgraph.algorithms.base import Algorithm, register
 
 
 def schedule(c: Compiled, opts: dict) -> Schedule:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pcgraph.algorithms import Algorithm, Option, choice, finite_rate, positive_int, register
+from pcgraph.algorithms.base import Algorithm, Option, choice, finite_rate, positive_int, register
 from pcgraph.algorithms.pc import PCStructure
 from pcgraph.algorithms.predictive import VALUE_NODES, _optional_rate, dense_schedule
 from pcgraph.compile import Compiled

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pcgraph.algorithms import Algorithm, Option, finite_rate, positive_int, register
+from pcgraph.algorithms.base import Algorithm, Option, finite_rate, positive_int, register
 from pcgraph.algorithms.pc import dense_sections
 from pcgraph.algorithms.predictive import VALUE_NODES, _optional_rate, pc_view
 from pcgraph.compile import Compiled

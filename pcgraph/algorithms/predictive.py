@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from pcgraph import checks
-from pcgraph.algorithms import (
+from pcgraph.algorithms.base import (
     Algorithm,
     Option,
     choice,
