@@ -28,10 +28,9 @@ What an ``OpDef`` holds (``pcgraph/ops.py`` explains each field):
   (attributes that may be passed positionally);
 * ``examples``: operand shapes (and attributes) on which the finite-difference check runs.
 
-``pc.ops.register(op)`` adds the op to the table of **this process only**; ``g.op("swish", x,
-beta=1.5)`` then builds nodes with it (the ``pc.relu``-style functions are generated from the
-table when pcgraph is imported, so a late op has none; ``swish()`` below is the one-line
-equivalent), and graph files that use it load in a process that has registered it.
+``pc.ops.register(op)`` adds the op to the table of **this process only**; ``pc.swish(x,
+beta=1.5)`` (or ``g.op("swish", x, beta=1.5)``) then builds nodes with it, as ``pc.relu`` does
+for the table's own ops, and graph files that use it load in a process that has registered it.
 
 To make it a **library op** instead, add the ``register(OpDef(...))`` call to
 ``pcgraph/ops.py`` (``pc.swish`` then exists) and document it under a ``### swish`` heading in
@@ -111,11 +110,6 @@ def _wrong_vjp(xp: Any, argnum: int, g: Any, out: Any, xs: list, beta: float) ->
 WRONG = dataclasses.replace(SWISH, name="swish_wrong", vjp=_wrong_vjp)
 
 
-def swish(x: pc.Node, beta: float = 1.0, name: str | None = None) -> pc.Node:
-    """``x * sigmoid(beta * x)`` as a node of ``x``'s graph (what ``pc.swish`` would be)."""
-    return x.graph.op("swish", x, beta=beta, name=name)
-
-
 # --------------------------------------------------------------------------- the check
 def check_vjp(op: OpDef) -> bool:
     """``pc.testing.check_vjp``: ``op``'s VJP against central finite differences in float64
@@ -133,7 +127,7 @@ def build(hidden: int = 32, beta: float = 1.5) -> pc.Graph:
     """An MLP on 8x8 digits with a Swish hidden layer."""
     g = pc.Graph("swish_mlp")
     x = g.input("x", (64,))
-    h = swish(x @ g.param("W1", (64, hidden), init="he_normal") + g.param("b1", (hidden,)), beta)
+    h = pc.swish(x @ g.param("W1", (64, hidden), init="he_normal") + g.param("b1", (hidden,)), beta)
     logits = h @ g.param("W2", (hidden, 10)) + g.param("b2", (10,))
     g.set_loss(pc.softmax_cross_entropy(logits, g.target("y", (), dtype="int64"), name="loss"))
     return g
@@ -172,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "beta != 1: give examples that exercise every attribute)"
     )
 
-    print("\n2. register it (in this process) and build a graph with g.op('swish', ...)")
+    print("\n2. register it (in this process) and build a graph with pc.swish(...)")
     if "swish" not in pc.OPS:
         pc.ops.register(SWISH)
     g = build()

@@ -46,7 +46,7 @@ from .errors import (  # noqa: E402
     PCGraphError,
     ShapeError,
 )
-from .graph import DSL, Graph, Node, flatten, layer, one_hot, split  # noqa: E402
+from .graph import DSL, Graph, Node, dsl_function, flatten, layer, one_hot, split  # noqa: E402
 from .graph_file import (  # noqa: E402
     fingerprint,
     graph_from_json,
@@ -58,6 +58,14 @@ from .ops import OPS  # noqa: E402
 from .program import Program, compile  # noqa: E402
 
 globals().update(DSL)  # pc.relu, pc.matmul, pc.softmax_cross_entropy, ... one per op in the table
+
+
+def __getattr__(name: str) -> object:
+    """``pc.<op>`` for an op registered after import (``pc.ops.register``), as for the table's."""
+    if name in OPS:
+        return DSL.setdefault(name, dsl_function(OPS[name]))
+    raise AttributeError(f"module 'pcgraph' has no attribute {name!r}")
+
 
 from . import models  # noqa: E402  (the zoo builds on the DSL functions bound just above)
 

@@ -190,16 +190,16 @@ def analyse(graph: Graph) -> Compiled:
 
 
 def _label_classes(nodes: dict[str, NodeSpec]) -> dict[str, int]:
-    """Integer leaves that reach a cross-entropy's label operand or an embedding's ids, with the
-    class (vocabulary) count they index, so feeds are range-checked before any array rule runs."""
+    """Integer leaves that reach an op's class-index operand (``OpDef.class_indices``: a
+    cross-entropy's labels, an embedding's ids), with the class (vocabulary) count they index,
+    so feeds are range-checked before any array rule runs."""
     found: dict[str, int] = {}
     for spec in nodes.values():
-        if spec.op == "softmax_cross_entropy" and nodes[spec.operands[1]].dtype == "int64":
-            ids, classes = spec.operands[1], nodes[spec.operands[0]].shape[-1]
-        elif spec.op == "embedding":
-            ids, classes = spec.operands[0], nodes[spec.operands[1]].shape[0]
-        else:
+        where = OPS[spec.op].class_indices if spec.op is not None else None
+        if where is None or nodes[spec.operands[where.operand]].dtype != "int64":
             continue
+        ids = spec.operands[where.operand]
+        classes = nodes[spec.operands[where.sized_by]].shape[where.axis]
         for leaf in _leaves_of(nodes, ids):
             found[leaf] = min(found.get(leaf, classes), classes)
     return found

@@ -579,7 +579,9 @@ def _check_node(name: Any, data: Mapping[str, Any]) -> None:
             raise GraphError(f"{what}: 'attrs' must be a dict with string keys, got {attrs!r:.60}")
 
 
-def _dsl_function(opdef: OpDef) -> Any:
+def dsl_function(opdef: OpDef) -> Any:
+    """``pc.<op>``: a function adding an ``opdef`` node to its operands' graph."""
+
     def build(*operands: Any, name: str | None = None, **attrs: Any) -> Node:
         flat = operands[0] if opdef.arity is None and len(operands) == 1 else operands
         graphs = [
@@ -596,7 +598,7 @@ def _dsl_function(opdef: OpDef) -> Any:
     return build
 
 
-DSL = {name: _dsl_function(opdef) for name, opdef in OPS.items()}
+DSL = {name: dsl_function(opdef) for name, opdef in OPS.items()}
 
 
 def layer(x: Node) -> Node:

@@ -12,22 +12,19 @@ reached are left out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from .errors import GraphError
-from .graph import operands_of
 
 
 def _structure(obj: Any) -> tuple[dict[str, tuple[str, ...]], str]:
-    """``(operands of every node, loss node)`` of a ``Graph``, ``Program`` or compiled graph."""
+    """``(operands of every node in topological order, loss node)`` of a ``Graph``,
+    ``Program`` or compiled graph."""
     compiled = getattr(obj, "compiled", obj)
-    if hasattr(obj, "nx"):  # a Graph: read the networkx graph directly
-        G = obj.nx
-        operands = {}
-        for n in G.nodes:
-            operands[n] = operands_of(G, n)
-        loss = G.graph.get("loss")
+    if hasattr(obj, "nx"):  # a Graph: checked, which orders it and refuses a cycle
+        operands = {n: ops for n, (ops, _) in obj.checked().items()}
+        loss = obj.nx.graph.get("loss")
     elif hasattr(compiled, "nodes") and hasattr(compiled, "loss"):
         operands = {n: tuple(s.operands) for n, s in compiled.nodes.items()}
         loss = compiled.loss
@@ -38,36 +35,27 @@ def _structure(obj: Any) -> tuple[dict[str, tuple[str, ...]], str]:
     return operands, loss
 
 
-def levels_from(operands: Mapping[str, Sequence[str]], loss: str) -> dict[str, int]:
-    """Z-IL levels from plain data: ``operands[node]`` lists a node's operands, ``loss`` names
-    the loss node.  Returns ``{node: level}`` for every node that reaches the loss (see module)."""
-    children: dict[str, list[str]] = {n: [] for n in operands}
-    for n, ops in operands.items():
-        for o in ops:
-            children.setdefault(o, []).append(n)
-    # Ancestors of the loss, then a topological order of them (Kahn on the reversed edges, so
-    # that every node comes after all of its children: its level needs theirs).
-    seen, stack = set(), list(operands.get(loss, ()))
-    while stack:
-        n = stack.pop()
-        if n not in seen and n != loss:
-            seen.add(n)
-            stack.extend(operands.get(n, ()))
-    pending = {n: sum(1 for c in children[n] if c in seen) for n in seen}
-    ready = sorted(n for n, k in pending.items() if k == 0)
+def levels_from(
+    operands: Mapping[str, Sequence[str]], loss: str, folded: Collection[str] = ()
+) -> dict[str, int]:
+    """Z-IL levels from plain data: ``operands[node]`` lists a node's operands, every node after
+    its operands (a topological order), ``loss`` names the loss node.  Returns ``{node: level}``
+    for every node that reaches the loss (see module).  A node in ``folded`` (an op folded into
+    the prediction of the value nodes it feeds) takes its highest consumer's level instead of
+    one more.  One sweep from the loss back: linear in nodes plus edges."""
+    folded = set(folded)
     level: dict[str, int] = {}
-    final = set(operands.get(loss, ()))
-    while ready:
-        n = ready.pop()
-        below = [level[c] + 1 for c in children[n] if c in seen]
-        level[n] = max(below + ([0] if n in final else []))
-        for o in set(operands.get(n, ())):
-            if o in seen:
-                pending[o] -= sum(1 for c in children[o] if c == n)
-                if pending[o] == 0:
-                    ready.append(o)
-    if len(level) != len(seen):
-        raise GraphError("zil_levels: the graph has a cycle")
+    for n in reversed(list(operands)):  # every consumer of a node comes before it here
+        if n == loss:
+            here, step = 0, 0  # the loss's operands are level 0 (unless longer paths say more)
+        elif n in level:
+            here, step = level[n], 1
+        else:
+            continue  # does not reach the loss
+        for o in operands[n]:
+            reach = here if (step == 0 or o in folded) else here + step
+            if level.get(o, -1) < reach:
+                level[o] = reach
     return level
 
 

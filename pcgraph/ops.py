@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 Shape = tuple[int, ...]
 
@@ -50,6 +50,15 @@ class Example:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     domain: str = "real"
     int_high: int = 0
+
+
+class ClassIndices(NamedTuple):
+    """An op operand that holds class indices (labels, token ids): the class count is the
+    length of axis ``axis`` of operand ``sized_by``'s per-example shape."""
+
+    operand: int
+    sized_by: int
+    axis: int
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,10 @@ class OpDef:
     elementwise: bool = False  # broadcasting op: the DSL pads lower-rank batched operands
     structural: bool = False  # moves values without arithmetic: integer inputs stay integer
     loss: bool = False  # per-example scalar loss op
+    prediction: int | None = None  # a loss op's operand whose argmax is the predicted class
+    class_indices: ClassIndices | None = None  # integer operand indexing classes (range-checked)
+    presynaptic: tuple[int, ...] = ()  # operands that are a layer's input activity (IL-prox)
+    adds_bias: bool = False  # a layer's bias: its presynaptic activity is its affine operand's
     attr_order: tuple[str, ...] = ()  # attributes that may also be passed positionally in the DSL
     check_dtypes: Callable[[list, list], None] | None = None  # (shapes, dtypes) -> None or raise
     examples: tuple[Example, ...] = ()
@@ -237,8 +250,22 @@ def _binary(name: str, summary: str, fwd: Callable, d0: Callable, d1: Callable, 
     )
 
 
-_binary("add", "a + b", lambda xp, a, b: a + b, lambda xp, g, o, a, b: g, lambda xp, g, o, a, b: g)
-_binary("sub", "a - b", lambda xp, a, b: a - b, lambda xp, g, o, a, b: g, lambda xp, g, o, a, b: -g)
+_binary(
+    "add",
+    "a + b",
+    lambda xp, a, b: a + b,
+    lambda xp, g, o, a, b: g,
+    lambda xp, g, o, a, b: g,
+    adds_bias=True,
+)
+_binary(
+    "sub",
+    "a - b",
+    lambda xp, a, b: a - b,
+    lambda xp, g, o, a, b: g,
+    lambda xp, g, o, a, b: -g,
+    adds_bias=True,
+)
 _binary(
     "mul",
     "a * b",
@@ -381,6 +408,7 @@ register(
         shape=_matmul_shape,
         forward=lambda xp, xs: xp.matmul(xs[0], xs[1]),
         vjp=_matmul_vjp,
+        presynaptic=(0, 1),
         examples=(
             Example(((4,), (4, 3)), (True, False)),
             Example(((2, 4), (4, 3)), (True, False)),
@@ -440,6 +468,7 @@ register(
         shape=_linear_shape,
         forward=_linear_forward,
         vjp=_linear_vjp,
+        presynaptic=(0,),
         examples=(
             Example(((4,), (4, 3), (3,)), (True, False, False)),
             Example(((2, 4), (4, 3), (3,)), (True, False, False)),
@@ -1273,6 +1302,7 @@ register(
         ),
         vjp=_embedding_vjp,
         int_operands=frozenset({0}),
+        class_indices=ClassIndices(operand=0, sized_by=1, axis=0),
         check_dtypes=_embedding_dtypes,
         examples=(
             Example(((4,), (6, 3)), (True, False), int_high=6),
@@ -1812,6 +1842,7 @@ register(
         forward=lambda xp, xs: 0.5 * sum_over(xp, (xs[0] - xs[1]) ** 2, _per_example_axes(xs[0])),
         vjp=_mse_vjp,
         loss=True,
+        prediction=0,
         examples=(
             Example(((4,), (4,)), (True, True)),
             Example(((2, 3), (2, 3)), (True, True)),
@@ -1928,6 +1959,8 @@ register(
         int_operands=frozenset({1}),
         check_dtypes=_sce_dtypes,
         loss=True,
+        prediction=0,
+        class_indices=ClassIndices(operand=1, sized_by=0, axis=-1),
         examples=(
             Example(((5,), ()), (True, True), int_high=5),
             Example(((3, 4), (3,)), (True, True), int_high=4),

@@ -16,6 +16,7 @@ from .errors import FeedError, GraphError, NumericalError, OptionError
 from .execute import SCALE_SLOT, Lowered, lower
 from .graph import Graph, Node, known_names
 from .init import INITIALIZERS, default_init
+from .ops import OPS
 from .schedule import Schedule, Section
 
 FLOAT_DTYPES = ("float32", "float64")
@@ -452,22 +453,27 @@ class Program:
         return state["x"][name]
 
     def prediction_node(self, node: Node | str | None = None) -> str:
-        """The node whose argmax is the predicted class: ``node`` if given, else the first
-        operand of the loss when it is ``softmax_cross_entropy`` or ``mse``, else that of the
-        graph's only such op; ``GraphError`` when there is none."""
+        """The node whose argmax is the predicted class: ``node`` if given, else the loss's
+        prediction operand (``OpDef.prediction``: the logits of ``softmax_cross_entropy``, the
+        prediction of ``mse``), else that of the graph's only such op; ``GraphError`` when there
+        is none."""
         if node is not None:
             return self._node_name(node)
-        kinds = ("softmax_cross_entropy", "mse")
+
+        def predicted(spec: Any) -> str | None:
+            at = OPS[spec.op].prediction if spec.op is not None else None
+            return None if at is None else spec.operands[at]
+
         loss = self.compiled.nodes[self.loss_node]
-        if loss.op in kinds:
-            return loss.operands[0]
-        found = [s for s in self.compiled.nodes.values() if s.op in kinds]
+        if predicted(loss) is not None:
+            return predicted(loss)
+        found = [p for p in map(predicted, self.compiled.nodes.values()) if p is not None]
         if len(found) != 1:
             raise GraphError(
                 f"graph {self.compiled.name!r}: no node to predict from (its loss is "
                 f"{loss.op}); name one, e.g. predict(params, batch, node=...)"
             )
-        return found[0].operands[0]
+        return found[0]
 
     def predict(self, params: Mapping, batch: Mapping, node: Node | str | None = None) -> Any:
         """The predicted class of each example, ``(B,)`` int64 on the host: the argmax of

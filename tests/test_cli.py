@@ -223,7 +223,9 @@ def test_progress_bar_path(model: str, capsys, monkeypatch: pytest.MonkeyPatch) 
     sink = io.StringIO()
     # Under pytest stderr is no terminal, so tqdm would stay silent: force a bar into a buffer.
     monkeypatch.setattr(
-        pc.train, "_progress", lambda total, desc, on: tqdm(total=total, desc=desc, file=sink, ncols=80)
+        pc.train,
+        "_progress",
+        lambda total, desc, on: tqdm(total=total, desc=desc, file=sink, ncols=80),
     )
     argv = ["train", "--graph", model, "--epochs", "1", "--limit", "128", "--no-plot"]
     assert run(argv + ["--batch-size", "32"], capsys)[0] == 0

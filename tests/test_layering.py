@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ARRAY_LIBRARIES = {"numpy", "cupy", "array_api_strict", "torch", "jax"}
-GRAPH_SIDE = ["errors", "ops", "init", "graph", "compile", "schedule", "algorithms/pc"]
+GRAPH_SIDE = ["errors", "ops", "init", "graph", "levels", "compile", "schedule", "algorithms/pc"]
 
 
 def imports(path: Path) -> set[str]:

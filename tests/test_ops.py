@@ -136,3 +136,29 @@ def test_integer_labels_give_the_gradient_of_their_one_hot_rows(classes: int, la
     one_hot = np.eye(classes)[y]
     by_rows = sce.vjp(np, 0, g, sce.forward(np, [z, one_hot]), [z, one_hot])
     np.testing.assert_allclose(by_label, by_rows, rtol=1e-12, atol=1e-15)
+
+
+# --------------------------------------------------------------------------- one record per op
+def test_an_op_registered_after_import_gets_its_dsl_function_and_its_roles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the compiler and the algorithms know about an op comes from its record alone: a
+    loss's prediction operand, an operand of class indices, a layer's presynaptic operand."""
+    import dataclasses
+
+    from pcgraph.algorithms.ilprox import presynaptic
+
+    monkeypatch.setattr(pc, "DSL", dict(pc.DSL))
+    for new, like in (("half_sq", "mse"), ("lookup", "embedding"), ("dense", "matmul")):
+        monkeypatch.setitem(OPS, new, dataclasses.replace(OPS[like], name=new))
+    g = pc.Graph("roles")
+    ids = g.input("ids", (3,), dtype="int64")
+    h = pc.mean(pc.lookup(ids, g.param("E", (7, 4))), axis=0)
+    out = pc.dense(h, g.param("W", (4, 2)))
+    g.set_loss(pc.half_sq(out, g.target("y", (2,))))
+    prog = pc.compile(g, dtype="float64")
+    assert prog.prediction_node() == out.name
+    assert prog.compiled.label_classes == {"ids": 7}
+    assert presynaptic(prog.compiled, out.name) == (h.name,)
+    with pytest.raises(pc.FeedError, match="ids"):
+        prog.loss(prog.init_params(0), {"ids": np.full((2, 3), 7), "y": np.zeros((2, 2))})

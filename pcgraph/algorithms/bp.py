@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from pcgraph.algorithms.base import Algorithm, register
 from pcgraph.compile import Compiled, bp_sections
 from pcgraph.schedule import Schedule
-
-from pcgraph.algorithms.base import Algorithm, register
 
 
 def schedule(c: Compiled, opts: dict) -> Schedule:

@@ -15,6 +15,7 @@ from pcgraph.algorithms.predictive import VALUE_NODES, _optional_rate, dense_sch
 from pcgraph.compile import Compiled
 from pcgraph.errors import OptionError
 from pcgraph.execute import Instr, Lowerer, register_lowering
+from pcgraph.ops import OPS
 from pcgraph.schedule import Schedule
 
 
@@ -128,18 +129,21 @@ register_lowering(Normalise, _lower_normalise)
 
 
 def presynaptic(c: Compiled, node: str | None) -> tuple[str, ...]:
-    """The presynaptic activity of a layer: the batched operands of a ``matmul`` (or of the matmul
-    a bias is added to), or the input of a ``linear``.  Empty for other ops."""
+    """The presynaptic activity of a layer: the batched operands of ``node``'s op that
+    ``OpDef.presynaptic`` names (a matmul's, a linear's input), or, when the op adds a bias
+    (``OpDef.adds_bias``), those of the batched affine operand it adds to.  Empty otherwise."""
     if node is None:
         return ()
     spec = c.nodes[node]
-    if spec.op == "matmul":
-        return tuple(o for o in spec.operands if c.nodes[o].batched)
-    if spec.op == "linear":
-        return tuple(o for o in spec.operands[:1] if c.nodes[o].batched)
-    if spec.op in ("add", "sub"):
+    op = OPS[spec.op] if spec.op is not None else None
+    if op is None:
+        return ()
+    if op.presynaptic:
+        return tuple(spec.operands[i] for i in op.presynaptic if c.nodes[spec.operands[i]].batched)
+    if op.adds_bias:
         for o in spec.operands:
-            if c.nodes[o].op == "matmul" and c.nodes[o].batched:
+            inner = c.nodes[o]
+            if inner.op is not None and OPS[inner.op].presynaptic and inner.batched:
                 return presynaptic(c, o)
     return ()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from pcgraph.compile import Compiled, NodeSpec, forward_steps, grad_nodes
 from pcgraph.errors import GraphError, OptionError
+from pcgraph.levels import levels_from
 from pcgraph.schedule import (
     VJP,
     Clear,
@@ -120,12 +121,8 @@ def _structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStr
     children = {
         v: tuple((ch, pos) for ch, pos in c.children[v] if ch in inner) for v in (*values, *folded)
     }
-    level = dict.fromkeys(outputs, 0)
-    folded_set = set(folded)
-    for n in reversed(c.order):  # consumers first
-        if n in children:
-            top = max(level[ch] for ch, _ in children[n])
-            level[n] = top if n in folded_set else top + 1
+    every = levels_from({n: s.operands for n, s in c.nodes.items()}, loss, folded)
+    level = {n: every[n] for n in (*outputs, *values, *folded)}
     sources = set(c.of_kind("param")) | set(pexprs)
     increments = {
         n: tuple((o, pos) for pos, o in enumerate(c.nodes[n].operands) if o in sources)
