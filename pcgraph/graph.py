@@ -42,6 +42,10 @@ MAX_NODE_VALUES = 1 << 31  # the elements a node may hold per example (spec/erro
 
 
 def _shape(shape: Any, what: str) -> tuple[int, ...]:
+    if type(shape) is tuple and all(type(n) is int and n > 0 for n in shape):
+        if math.prod(shape) > MAX_NODE_VALUES:  # the common case, without the ABC checks below
+            raise GraphError(f"{what}: shape {shape} holds more than {MAX_NODE_VALUES} values")
+        return shape
     if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
         shape = (shape,)
     if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
@@ -491,6 +495,8 @@ def operands_of(G: nx.MultiDiGraph, name: str) -> tuple[str, ...]:
 def _ordered_operands(name: str, edges: list) -> tuple[str, ...]:
     """The sources of ``edges`` (``(src, dst, pos)``, into ``name``) in position order: the one
     place operand order is worked out."""
+    if len(edges) == 1 and type(edges[0][2]) is int and edges[0][2] == 0:
+        return (edges[0][0],)  # the common case: one operand at position 0
     positions = sorted(
         pos if isinstance(pos, int) and not isinstance(pos, bool) else -1 for _, _, pos in edges
     )
