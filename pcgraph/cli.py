@@ -412,6 +412,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     first = 1
     if args.resume:
         first = _restore(out, task, run, optimizer, history)
+        for row in history if stopper is not None else ():  # its patience counts on from there
+            stopper.update(row.get("val_loss"))
     print(
         f"{'resuming' if args.resume else 'training'} {label} ({task.prog}) with "
         f"{args.algorithm} on {args.data} "
@@ -449,7 +451,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(
                 f"early stopping: the validation loss has not improved for "
                 f"{args.early_stopping} epoch(s) (best {stopper.best:.6f} at epoch "
-                f"{stopper.best_at + first - 1})"
+                f"{stopper.best_at})"
             )
             break
     if board is not None:

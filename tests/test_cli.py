@@ -695,3 +695,23 @@ def test_plots_give_each_algorithm_one_colour_and_name_coincident_curves() -> No
     assert plots.color("my-algo") == plots.color("my-algo")  # a stable spare colour
     same = plots.coincident({"bp": [1.0, 0.5], "zil": [1.0, 0.5], "il": [1.2, 0.7]})
     assert same == {"zil": "bp"}
+
+
+def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(
+    tmp_path: Path,
+    capsys,  # noqa: ANN001
+) -> None:
+    """Early stopping's patience counts the epochs before the interruption too."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    stopping = ("--early-stopping", "2", "--validation", "0.3", "--lr", "0.3")
+    code, out, _ = _train(whole, capsys, "--epochs", "12", *stopping)
+    assert code == 0 and "early stopping" in out, out
+    stopped_at = len(json.loads((whole / "metrics.json").read_text())["epochs"])
+    assert 3 < stopped_at < 12
+    assert _train(split, capsys, "--epochs", str(stopped_at - 1), *stopping)[0] == 0
+    code, out, _ = run(["train", "--resume", str(split), "--epochs", "12", "--no-plot"], capsys)
+    assert code == 0 and "early stopping" in out, out
+    rows = json.loads((split / "metrics.json").read_text())["epochs"]
+    assert len(rows) == stopped_at
+    whole_out = [line for line in out.splitlines() if line.startswith("early stopping")]
+    assert whole_out and f"at epoch {stopped_at - 2}" in whole_out[0]
