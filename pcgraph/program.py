@@ -82,12 +82,15 @@ def _targets_of(schedule: Schedule) -> list[str]:
 
 
 def _leaves_read(lowered: Lowered) -> set[str]:
-    """The leaf nodes (feeds, parameters, constants) some kernel of ``lowered`` reads."""
+    """The leaf nodes (feeds, parameters, constants) some kernel of ``lowered`` reads and no
+    kernel writes (a latent leaf of inference is set by the schedule, not fed)."""
     read: set[int] = set()
+    written: set[int] = set()
     for item in lowered.items:
         for instr in getattr(item, "body", [item]):
             read |= instr.reads
-    return {name for slot, name in lowered.leaves.items() if slot in read}
+            written |= instr.writes
+    return {name for slot, name in lowered.leaves.items() if slot in read - written}
 
 
 class _CheckedParams(Mapping):
@@ -372,6 +375,7 @@ class Program:
         keep: bool = False,
         timed: bool = False,
         scale: float = 1.0,
+        preset: Mapping[tuple[str, str], Any] | None = None,
     ) -> Run:
         """Run ``schedule`` (emitted for this program's graph) on ``params`` and ``batch``.
 
@@ -381,9 +385,13 @@ class Program:
         ``scale`` multiplies the gradients where they are made (the seeds and error scalings
         in gradient units): ``train_step`` folds plain SGD's ``-lr`` in this way, so the
         backward pass yields the steps themselves.
+        ``preset`` fills entries (store, node) -> array that the schedule reads before it
+        writes them (``Program.infer``'s given values, in the stores ``obs``, ``init``, ``free``).
         """
         lowered = self._lowered(schedule, keep)
         feeds, size = self.check_batch(batch, lowered.needed)  # type: ignore[attr-defined]
+        if size == 0 and preset:
+            size = len(next(iter(preset.values())))
         if size == 0:
             raise FeedError("the batch feeds no input, so its size is unknown")
         checked = self.check_params(params)
@@ -393,6 +401,9 @@ class Program:
             slots[slot] = checked[name]
         for slot, name in lowered.feed_slots:  # type: ignore[attr-defined]
             slots[slot] = feeds.get(name)
+        for (store, node), value in (preset or {}).items():
+            if lowered.layout.has(store):
+                slots[lowered.layout.slot(store, node)] = value
         times = None
         if timed:
             times = lowered.run_timed(slots, size, self.backend.synchronize)
@@ -541,6 +552,35 @@ class Program:
     def schedule(self, algorithm: str = "bp", **options: Any) -> Schedule:
         """The compiled schedule of ``algorithm`` (plain data; ``print`` it)."""
         return self._schedule_of(algorithm, options)
+
+    def infer(
+        self,
+        params: Mapping,
+        observed: Mapping,
+        free: Any = (),
+        steps: int = 20,
+        rate: float = 0.1,
+        init: Mapping | None = None,
+        mask: Mapping | None = None,
+        value_nodes: Any = "all",
+    ) -> Any:
+        """Predictive-coding inference with any nodes clamped: ``pcgraph.inference.infer``
+        (the relaxed values, errors and energy trace, and the schedule it ran)."""
+        from .inference import infer
+
+        return infer(self, params, observed, free, steps, rate, init, mask, value_nodes)
+
+    def cached_schedule(self, key: tuple, build: Any) -> Schedule:
+        """The schedule ``build()`` made for ``key`` (hashable) the first time it was asked
+        for: schedules not named by an algorithm (inference) share the algorithms' cache."""
+        key = ("cached",) + key
+        if key not in self._schedules:
+            if len(self._schedules) >= _MAX_SCHEDULES:
+                self._schedules.clear()
+                self._resolved.clear()
+                self._programs.clear()
+            self._schedules[key] = without_cycle_collection(build)()
+        return self._schedules[key]
 
     def _schedule_of(self, algorithm: str, options: Mapping[str, Any]) -> Schedule:
         try:  # the options as given, when hashable: no resolving on every step

@@ -4,7 +4,11 @@ emit the algorithm's schedule and run it with ``Program.run``: an algorithm is i
 The record and the registry live in ``base``; each algorithm module registers itself there.
 """
 
+# isort: off
 from pcgraph.algorithms import bp, ilprox, ipc, predictive  # noqa: F401  (they register themselves)
+from pcgraph.algorithms import generative  # noqa: F401  (registered last: the listing order stays)
+
+# isort: on
 from pcgraph.algorithms.base import (
     ALGORITHMS,
     Algorithm,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from pcgraph.algorithms.energy import Assign, Energy, MaskedUpdate, PriorError, Zero
 from pcgraph.compile import Compiled, NodeSpec, forward_steps, grad_nodes
 from pcgraph.errors import GraphError, OptionError
 from pcgraph.levels import levels_from
@@ -48,6 +49,32 @@ class PCStructure:
     feeds_value: frozenset[str] = frozenset()  # folded nodes a value node reaches (drives pass)
     feeds_param: frozenset[str] = frozenset()  # folded nodes a parameter reaches (increments)
     value_set: frozenset[str] = frozenset()  # ``values`` for O(1) membership tests
+    # Inference with other nodes clamped or freed (``Clamping``); empty in the default view.
+    clamped: tuple[str, ...] = ()  # vertices held at given values: errors, no updates
+    latent: tuple[str, ...] = ()  # leaves made value nodes (also in ``values``): prior N(0, I)
+    masked: tuple[str, ...] = ()  # value nodes clamped at some entries, free at the others
+    assigned: tuple[str, ...] = ()  # vertices whose start is given (``obs`` or ``init``)
+    initialised: frozenset[str] = frozenset()  # nodes whose start is in the store ``init``
+    loss_term: bool = True  # the loss is in the energy (its operands are the clamped outputs)
+    in_mu: frozenset[str] = frozenset()  # vertices whose prediction lives in ``mu``
+
+
+@dataclass(frozen=True)
+class Clamping:
+    """What inference clamps and frees beyond the default view (inputs and targets fed, the
+    loss's operands clamped through the loss, every other vertex a free value node).
+
+    ``observed``: op nodes held at values the caller gives (store ``obs``); ``masked``: op nodes
+    held there only at the entries a mask marks, free at the others; ``free``: op nodes made
+    value nodes whatever the placement, and leaves (inputs, targets) made *latent* value nodes
+    with the prior ``N(0, I)``; ``initialised``: value nodes whose starting value the caller
+    gives (store ``init``; otherwise the feed-forward value, and 0 for a latent leaf).  A loss
+    operand among them takes the loss out of the energy: it is then an ordinary vertex."""
+
+    observed: tuple[str, ...] = ()
+    masked: tuple[str, ...] = ()
+    free: tuple[str, ...] = ()
+    initialised: tuple[str, ...] = ()
 
 
 PLACEMENTS = ("all", "layers")
@@ -61,29 +88,46 @@ def placement_problem(value: object) -> str | None:
     return None if ok else "must be 'all', 'layers' or a list of node names"
 
 
-def structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStructure:
+def structure(
+    c: Compiled, value_nodes: str | tuple[str, ...] = "all", clamping: Clamping | None = None
+) -> PCStructure:
     """Find the output vertices, value nodes, levels and increment sources of ``c`` (see
-    ``_structure``); worked out once per compiled graph and placement."""
-    key = ("pc-structure", value_nodes if isinstance(value_nodes, str) else tuple(value_nodes))
+    ``_structure``); worked out once per compiled graph, placement and clamping."""
+    placed = value_nodes if isinstance(value_nodes, str) else tuple(value_nodes)
+    key = ("pc-structure", placed) if clamping is None else ("pc-structure", placed, clamping)
     found = c.derived.get(key)
     if found is None:
-        found = c.derived[key] = _structure(c, value_nodes)
+        found = c.derived[key] = _structure(c, value_nodes, clamping)
     return found
 
 
-def _structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStructure:
+def _structure(
+    c: Compiled, value_nodes: str | tuple[str, ...] = "all", clamping: Clamping | None = None
+) -> PCStructure:
     """Find the output vertices, value nodes, levels and increment sources of ``c``.
 
     ``value_nodes``: "all" makes every batched op on a path from a parameter to the loss a
     vertex (the AAAI-22 graphs); "layers" the nodes marked with ``pc.layer``; a list names them.
     The loss's operands are always (clamped) vertices; every other batched op is *folded*: it is
     part of the prediction of the vertices it feeds, and errors pass through it by the chain rule.
+
+    ``clamping`` (inference, ``Program.infer``) adds clamped vertices, latent leaves and freed
+    or clamped loss operands; nodes downstream of a latent leaf or of a clamped or freed op node
+    are then live too (their predictions move with it).
     """
-    live = grad_nodes(c)
+    cl = clamping or Clamping()
     loss = c.loss
+    latent = tuple(n for n in cl.free if c.nodes[n].op is None)
+    set_ops = [n for n in (*cl.observed, *cl.masked, *cl.free) if c.nodes[n].op is not None]
+    if clamping is None:
+        live = grad_nodes(c)
+    else:
+        live = c.descendants([*c.of_kind("param"), *latent, *set_ops]) & c.feeds_loss
     batched_ops = {n for n in live if n != loss and c.nodes[n].op and c.nodes[n].batched}
     pexprs = tuple(n for n in c.order if n in live and c.nodes[n].op and not c.nodes[n].batched)
-    outputs = tuple(o for o in dict.fromkeys(c.nodes[loss].operands) if o in batched_ops)
+    operands = tuple(o for o in dict.fromkeys(c.nodes[loss].operands) if o in batched_ops)
+    loss_term = not set(operands) & set(set_ops)
+    outputs = operands if loss_term else ()
     if value_nodes == "all":
         chosen = batched_ops
     elif value_nodes == "layers":
@@ -105,6 +149,7 @@ def _structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStr
                     else "is not a batched op on a path from a parameter to the loss"
                 )
                 raise OptionError(f"value_nodes names {n!r}, which {why}")
+    chosen = chosen | set(set_ops) | (set() if loss_term else set(operands))
     vertex = chosen | set(outputs)
     for o in outputs:
         others = sorted({ch for ch, _ in c.children[o] if ch in live and ch != loss})
@@ -114,19 +159,25 @@ def _structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStr
                 f"{', '.join(map(repr, others))}; give the loss its own copy, e.g. "
                 f"pc.identity({o}) as the loss operand"
             )
-    output_set = set(outputs)
-    values = tuple(n for n in c.order if n in vertex and n not in output_set)
+    output_set, clamped_set, latent_set = set(outputs), set(cl.observed), set(latent)
+    values = tuple(
+        n
+        for n in c.order
+        if (n in vertex and n not in output_set and n not in clamped_set) or n in latent_set
+    )
+    clamped = tuple(n for n in c.order if n in clamped_set)
     folded = tuple(n for n in c.order if n in batched_ops and n not in vertex)
     inner = vertex | set(folded)
     children = {
-        v: tuple((ch, pos) for ch, pos in c.children[v] if ch in inner) for v in (*values, *folded)
+        v: tuple((ch, pos) for ch, pos in c.children[v] if ch in inner)
+        for v in (*values, *clamped, *folded)
     }
     every = levels_from({n: s.operands for n, s in c.nodes.items()}, loss, folded)
-    level = {n: every[n] for n in (*outputs, *values, *folded)}
+    level = {n: every[n] for n in (*outputs, *values, *clamped, *folded)}
     sources = set(c.of_kind("param")) | set(pexprs)
     increments = {
         n: tuple((o, pos) for pos, o in enumerate(c.nodes[n].operands) if o in sources)
-        for n in (*outputs, *values, *folded, loss)
+        for n in (*outputs, *values, *clamped, *folded, loss)
     }
     value_set = frozenset(values)
     feeds_value: set[str] = set()
@@ -142,7 +193,7 @@ def _structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStr
         outputs,
         values,
         level,
-        max((level[v] for v in vertex), default=0),
+        max((level[v] for v in (*vertex, *latent)), default=0),
         children,
         {n: inc for n, inc in increments.items() if inc},
         pexprs,
@@ -150,6 +201,13 @@ def _structure(c: Compiled, value_nodes: str | tuple[str, ...] = "all") -> PCStr
         frozenset(feeds_value),
         frozenset(feeds_param),
         value_set,
+        clamped,
+        latent,
+        tuple(n for n in c.order if n in set(cl.masked)),
+        tuple(n for n in c.order if n in set(cl.initialised) | set(cl.observed) | set(cl.masked)),
+        frozenset(cl.initialised),
+        loss_term,
+        (value_set | frozenset(clamped)) - latent_set,
     )
 
 
@@ -198,10 +256,48 @@ def forward_section(
                 f"{', '.join(st.outputs)}; folded into predictions: {', '.join(st.folded)}"
             )
         )
-    steps += [*forward_steps(c, [c.loss]), Snapshot("x", "ff")]
+    if st is not None and (st.latent or st.assigned or not st.loss_term):
+        steps += [*clamping_notes(c, st), *_clamped_forward(c, st)]
+    else:
+        steps += forward_steps(c, [c.loss])
+    steps.append(Snapshot("x", "ff"))
     if noise and st is not None:
         steps += [Perturb(v, noise, seed + i) for i, v in enumerate(st.values)]
     return Section("forward", tuple(steps))
+
+
+def clamping_notes(c: Compiled, st: PCStructure) -> list:
+    """Comment lines saying what inference clamps and what it infers."""
+    fed = [n for n in c.order if c.nodes[n].kind in ("input", "target") and n not in st.latent]
+    through = f"; outputs clamped through the loss: {', '.join(st.outputs)}" if st.outputs else ""
+    held = [n for n in st.clamped] + [f"{n} (where observed)" for n in st.masked]
+    return [
+        Note(f"clamped: fed leaves {', '.join(fed) or '-'}; vertices {', '.join(held) or '-'}"
+             + through),
+        Note(
+            f"inferred: latent leaves {', '.join(st.latent) or '-'} (prior N(0, I)); value "
+            f"nodes {', '.join(v for v in st.values if v not in st.latent) or '-'}"
+            + ("" if st.loss_term else "; no loss term in the energy")
+        ),
+    ]
+
+
+def _clamped_forward(c: Compiled, st: PCStructure) -> list:
+    """The feed-forward pass with latent leaves at their start (0, or ``init``) and the given
+    values of assigned vertices put in as the pass reaches them, so every other node starts at
+    the prediction of its parents' starting values."""
+    steps: list = [Assign(z, "init") if z in st.initialised else Zero(z) for z in st.latent]
+    assigned, masked = set(st.assigned), set(st.masked)
+    targets = [c.loss] if st.loss_term else [*st.values, *st.clamped]
+    for step in forward_steps(c, targets):
+        steps.append(step)
+        n = step.node
+        if n in assigned:
+            if n in st.initialised:
+                steps.append(Assign(n, "init"))
+            if n not in st.initialised or n in masked:
+                steps.append(Assign(n, "obs", masked=n in masked))
+    return steps
 
 
 def output_errors(st: PCStructure, c: Compiled, at: str, seed: str = "-1") -> list:
@@ -216,8 +312,9 @@ def output_errors(st: PCStructure, c: Compiled, at: str, seed: str = "-1") -> li
 
 
 def _out(st: PCStructure, node: str, at: str) -> str:
-    """Where the op output of ``node`` lives: predictions of value nodes are in ``mu``."""
-    return "mu" if at == "x" and node in st.value_set else at
+    """Where the op output of ``node`` lives: predictions of value nodes (and of clamped
+    vertices) are in ``mu``."""
+    return "mu" if at == "x" and node in st.in_mu else at
 
 
 def _through_folded(
@@ -295,7 +392,11 @@ def drive_steps(st: PCStructure, c: Compiled, nodes: list[str], at: str) -> list
         if ch not in folded
     ]
     via = st.feeds_value
-    tops = [v for v in (*st.outputs, *st.values) if any(o in via for o in c.nodes[v].operands)]
+    tops = [
+        v
+        for v in (*st.outputs, *st.values, *st.clamped)
+        if any(o in via for o in c.nodes[v].operands)
+    ]
     return steps + (_through_folded(st, c, tops, via, "e", at, {"value": "s"}) if tops else [])
 
 
@@ -380,6 +481,8 @@ def dense_sections(
     output_extra: tuple | Callable[[bool], tuple] = (),
     final_extra: tuple = (),
     learn: tuple = (),
+    energy: bool = False,
+    increments: bool = True,
 ) -> tuple[Section, ...]:
     """The literal dynamics: every value node at every step.
 
@@ -396,10 +499,18 @@ def dense_sections(
 
     Steps after the first whose bodies are the same (no increments taken there) are one
     repeated section, so the schedule's size does not grow with ``steps``.
+
+    ``energy``: every computation of the errors ends by appending the energy to the trace
+    ``F`` (inference, ``Program.infer``); ``increments=False``: no increments are taken and
+    there is no apply section.  The clamping of ``st`` (clamped vertices, latent leaves,
+    partly observed value nodes, no loss term) is followed here: clamped vertices have errors
+    and are never updated, a latent leaf's error is against its prior, a partly observed node
+    moves only at its free entries.
     """
     at = "ff" if fixed else "x"
     mu = "ff" if fixed else "mu"
-    vertices = [*st.outputs, *st.values, st.loss]
+    loss_vertex = [st.loss] if st.loss_term else []
+    vertices = [*st.outputs, *st.values, *st.clamped, *loss_vertex]
     sections = [forward_section(c, noise, seed, st)]
 
     # A prediction changes only through operands that are vertices; the others keep the
@@ -414,8 +525,12 @@ def dense_sections(
             moving.add(f)
             moving_folded.append(f)
     stale_outputs = [o for o in st.outputs if moving & set(c.nodes[o].operands)]
-    stale_values = [v for v in st.values if moving & set(c.nodes[v].operands)]
+    stale_values = [v for v in (*st.values, *st.clamped) if moving & set(c.nodes[v].operands)]
     fresh = [Snapshot("ff", "mu")] if not fixed else []
+    # The snapshot holds the given value of an assigned vertex, not its prediction.
+    fresh += [Eval(v, c.nodes[v].op, c.nodes[v].operands, into="mu") for v in st.assigned]
+    latent = set(st.latent)
+    with_errors = [*st.values, *st.clamped]
 
     def errors(first: bool) -> list:
         out: list = list(fresh) if first else []
@@ -426,27 +541,37 @@ def dense_sections(
             out += [Eval(f, c.nodes[f].op, c.nodes[f].operands) for f in moving_folded]
             out += [Eval(o, c.nodes[o].op, c.nodes[o].operands) for o in stale_outputs]
             out += [Eval(v, c.nodes[v].op, c.nodes[v].operands, into="mu") for v in stale_values]
-        if first or not fixed:
+        if (first or not fixed) and st.loss_term:
             out += output_errors(st, c, at)
             out += list(output_extra(first) if callable(output_extra) else output_extra)
-        return out + [Error(v, mu) for v in st.values]
+        out += [PriorError(v) if v in latent else Error(v, mu) for v in with_errors]
+        if energy:
+            if st.loss_term and not first and stale_outputs:  # the loss at the new predictions
+                out.append(Eval(st.loss, c.nodes[st.loss].op, c.nodes[st.loss].operands))
+            out.append(Energy(tuple(with_errors), st.loss, st.loss_term))
+        return out
 
     carry = [s for s in apply_section(st, c).steps if not isinstance(s, Note)]
     if carry:  # the parameter expressions' increments reach their parameters every step
         carry.append(Clear("d", st.pexprs))
 
+    masked = set(st.masked)
+
     def body(t: int) -> tuple:
         steps_t = errors(t == 0)
-        now = vertices if learn else [v for v in vertices if increment_at[v] == t]
-        steps_t += increment_steps(st, c, now, at, "eg")
+        now = vertices if learn else [v for v in vertices if increment_at.get(v) == t]
+        if increments:
+            steps_t += increment_steps(st, c, now, at, "eg")
         steps_t += drive_steps(st, c, list(st.values), at)
-        steps_t += [Update(v, rate) for v in st.values]
+        steps_t += [MaskedUpdate(v, rate) if v in masked else Update(v, rate) for v in st.values]
         if learn:
             steps_t += carry + list(learn)
         return tuple(steps_t)
 
     # Steps 1..steps-1 in runs between the steps that take increments (finitely many).
-    special = [] if learn else sorted({t for t in increment_at.values() if 0 < t < steps})
+    special = [] if learn or not increments else sorted(
+        {t for t in increment_at.values() if 0 < t < steps}
+    )
     if steps > 0:
         sections.append(Section("inference t=0", body(0)))
     start = 1
@@ -460,7 +585,12 @@ def dense_sections(
     if learn:
         return tuple(sections)
     final = errors(steps == 0)
-    final += increment_steps(st, c, [v for v in vertices if increment_at[v] >= steps], at, "eg")
+    if not increments:
+        sections.append(Section("final errors", tuple(final)))
+        return tuple(sections)
+    final += increment_steps(
+        st, c, [v for v in vertices if increment_at.get(v, -1) >= steps], at, "eg"
+    )
     final += list(final_extra)
     sections.append(Section("final errors", tuple(final)))
     sections.append(apply_section(st, c))
