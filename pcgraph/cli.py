@@ -1097,6 +1097,153 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- generative runs
+MASKS = ("top-half", "bottom-half", "left-half", "right-half")
+
+
+def _observed_part(which: str, height: int, width: int) -> np.ndarray:
+    """1 at the pixels ``--mask`` says are given, 0 at those to complete: ``(height * width,)``."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    given = {
+        "top-half": rows < height // 2,
+        "bottom-half": rows >= height // 2,
+        "left-half": cols < width // 2,
+        "right-half": cols >= width // 2,
+    }[which]
+    return given.astype(np.float64).reshape(-1)
+
+
+def _generative_run(args: argparse.Namespace) -> tuple[Task, Any, str, str, tuple[int, int]]:
+    """The trained generative run ``--run`` names: its task, parameters, top and bottom nodes
+    (``pcgraph.inference.generative_nodes``) and the height and width of its images."""
+    from .data import INFO
+    from .inference import generative_nodes
+    from .io import load
+
+    run_dir = Path(args.run_dir)
+    _run_config(args, run_dir, "--run")
+    graph, label = build_graph(args, INFO.get(args.data))
+    task = make_task(args, graph, label, args.dtype)
+    top, bottom = generative_nodes(task.prog)
+    params = load(run_dir / "checkpoint.npz", task.prog).params
+    shape = tuple(INFO[args.data][0]) if args.data in INFO else task.data.shape
+    size = math.prod(task.prog.compiled.nodes[bottom].shape)
+    hw = tuple(shape[-2:]) if len(shape) >= 2 and math.prod(shape[-2:]) == size else (1, size)
+    return task, params, top, bottom, hw  # type: ignore[return-value]
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from . import plots, to_numpy
+    from .inference import generate
+
+    task, params, top, _, (height, width) = _generative_run(args)
+    classes = task.prog.compiled.nodes[top].shape[0]
+    labels = list(range(classes)) if args.label is None else args.label
+    bad = [k for k in labels if not 0 <= k < classes]
+    if bad:
+        raise OptionError(f"--label {bad[0]}: the model has classes 0 to {classes - 1}")
+    onehot = np.eye(classes)[labels]
+    images, result = generate(task.prog, params, onehot, steps=args.steps, rate=args.rate)
+    images = to_numpy(images).reshape(len(labels), height, width)
+    path = plots.image_grid(images, args.out, columns=min(len(labels), 10))
+    energy = result.energy[-1].mean()
+    print(
+        f"generated one image for each of label(s) {', '.join(map(str, labels))} "
+        f"({args.steps} inference steps, final energy {energy:.4g}); wrote {path}"
+    )
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    from . import plots, to_numpy
+    from .inference import complete
+
+    task, params, _, bottom, (height, width) = _generative_run(args)
+    x = np.asarray(task.data.x_test[: args.count], dtype=np.float64).reshape(-1, height * width)
+    given = _observed_part(args.mask, height, width)
+    filled, _ = complete(task.prog, params, x, given, steps=args.steps, rate=args.rate)
+    filled = to_numpy(filled).reshape(len(x), -1)
+    hidden = given == 0
+    mean = np.asarray(task.data.x_train, dtype=np.float64).reshape(-1, height * width).mean(0)
+    mse = float(np.mean((filled[:, hidden] - x[:, hidden]) ** 2))
+    mse_mean = float(np.mean((mean[hidden] - x[:, hidden]) ** 2))
+    cue = np.where(given == 1, x, 0.5)
+    grid = np.concatenate([x, cue, filled]).reshape(-1, height, width)
+    path = plots.image_grid(grid, args.out, columns=len(x))
+    print(
+        f"completed {len(x)} test images given their {args.mask} ({args.steps} inference "
+        f"steps): mean squared error per hidden pixel {mse:.5f}, against {mse_mean:.5f} when "
+        f"filling with the training mean; wrote {path} (rows: image, cue, completion)"
+    )
+    return 0
+
+
+def _labels(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of class numbers") from None
+
+
+def _inference_options(p: argparse.ArgumentParser, steps: int) -> None:
+    p.add_argument(
+        "--run",
+        dest="run_dir",
+        required=True,
+        metavar="RUN_DIR",
+        help="a folder written by train with a generative model (e.g. --model generator)",
+    )
+    g = p.add_argument_group("inference")
+    g.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=steps,
+        metavar="N",
+        help=f"inference steps (default: {steps})",
+    )
+    g.add_argument(
+        "--rate",
+        type=_finite_float,
+        default=0.1,
+        metavar="RATE",
+        help="inference rate (default: 0.1)",
+    )
+
+
+def _configure_generate(p: argparse.ArgumentParser) -> None:
+    _inference_options(p, 50)
+    p.add_argument(
+        "--label",
+        type=_labels,
+        metavar="K[,K...]",
+        help="the class(es) to generate, one image each (default: every class)",
+    )
+    p.add_argument("--out", required=True, metavar="FILE.png", help="the image grid")
+
+
+def _configure_complete(p: argparse.ArgumentParser) -> None:
+    _inference_options(p, 300)
+    p.add_argument(
+        "--mask",
+        choices=MASKS,
+        default="top-half",
+        help="the part of each test image that is given; the rest is inferred (default: top-half)",
+    )
+    p.add_argument(
+        "--count",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="test images to complete (default: 10)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.png",
+        help="the image grid: the test images, the cues, the completions",
+    )
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command(
         "train a model with one algorithm",
@@ -1180,6 +1327,29 @@ COMMANDS: dict[str, Command] = {
         _configure_reproduce,
         cmd_reproduce,
         ("pcgraph reproduce accuracy --quick", "pcgraph reproduce ablation --out runs/ablation"),
+    ),
+    "generate": Command(
+        "generate images from a trained generative model",
+        "Load a run of a generative model (top: a one-hot label, bottom: the data; e.g.\n"
+        "train --model generator --algorithm generative), clamp its top to each --label and\n"
+        "relax the rest by predictive-coding inference; writes the generated images as a grid.",
+        _configure_generate,
+        cmd_generate,
+        (
+            "pcgraph train --model generator --data digits --algorithm generative --epochs 20 \\\n"
+            "      --lr 0.1 --out runs/generator",
+            "pcgraph generate --run runs/generator --label 3 --out samples.png",
+        ),
+    ),
+    "complete": Command(
+        "complete partly given test images with a trained generative model",
+        "Load a run of a generative model, clamp the given part (--mask) of test images at its\n"
+        "bottom, infer the label at its top and the rest of the image by predictive-coding\n"
+        "inference; prints the error on the inferred pixels against filling them with the\n"
+        "training mean, and writes images, cues and completions as a grid.",
+        _configure_complete,
+        cmd_complete,
+        ("pcgraph complete --run runs/generator --mask top-half --out completed.png",),
     ),
 }
 

@@ -53,7 +53,9 @@ def _names(prog: Any, items: Any, what: str) -> list[str]:
     try:
         listed = list(items)
     except TypeError:
-        raise OptionError(f"infer: {what} must be a list of node names, got {items!r:.60}") from None
+        raise OptionError(
+            f"infer: {what} must be a list of node names, got {items!r:.60}"
+        ) from None
     return [prog._node_name(n) for n in listed]
 
 
@@ -193,7 +195,7 @@ def infer(
     # The arrays: leaves are fed as a batch; op nodes' values go to the stores obs, free, init.
     batch = {n: v for n, v in obs.items() if c.nodes[n].op is None}
     size = None
-    for n, v in batch.items():
+    for v in batch.values():
         shape = getattr(v, "shape", None)
         size = int(shape[0]) if shape else size
     preset: dict[tuple[str, str], Any] = {}
@@ -240,7 +242,9 @@ def infer(
                 if st.loss_term
                 else " (the loss is out of the energy: one of its operands is observed or free)"
             )
-            raise OptionError(f"infer: {name!r} is observed but nothing inferred depends on it{hint}")
+            raise OptionError(
+                f"infer: {name!r} is observed but nothing inferred depends on it{hint}"
+            )
 
     run = prog.run(schedule, params, batch, keep=True, preset=preset)
     shown = (*st.values, *st.clamped, *st.outputs)
@@ -249,9 +253,83 @@ def infer(
     trace = run.value(c.loss, "F") or []
     size = run.batch_size
     energy = np.stack(
-        [np.broadcast_to(np.asarray(_backends.to_numpy(f), dtype=np.float64), (size,)) for f in trace]
+        [
+            np.broadcast_to(np.asarray(_backends.to_numpy(f), dtype=np.float64), (size,))
+            for f in trace
+        ]
     )
     return Inference(values, errors, energy, schedule)
 
 
-__all__ = ["Inference", "infer"]
+# ------------------------------------------------------------------ generative graphs
+def generative_nodes(prog: Any) -> tuple[str, str]:
+    """``(top, bottom)`` of a generative graph such as ``pc.models.generator``: the top is its
+    one float leaf of shape ``(classes,)`` that feeds the network (not the loss directly), the
+    bottom the loss operand that the network predicts.  ``OptionError`` when there are not
+    exactly one of each."""
+    c = prog.compiled
+    loss_operands = c.nodes[c.loss].operands
+    tops = [
+        n
+        for n in c.order
+        if c.nodes[n].kind in ("input", "target")
+        and c.nodes[n].dtype == "float"
+        and len(c.nodes[n].shape) == 1
+        and n not in loss_operands
+    ]
+    bottoms = [o for o in dict.fromkeys(loss_operands) if c.nodes[o].op is not None]
+    if len(tops) != 1 or len(bottoms) != 1:
+        raise OptionError(
+            f"graph {c.name!r} is not a generative graph with one top (a float vector leaf "
+            f"feeding the network; found {tops or 'none'}) and one bottom (the loss operand it "
+            f"predicts; found {bottoms or 'none'}); see pcgraph.models.generator"
+        )
+    return tops[0], bottoms[0]
+
+
+def generate(
+    prog: Any,
+    params: Mapping,
+    top: Any,
+    steps: int = 50,
+    rate: float = 0.1,
+    value_nodes: Any = "all",
+) -> tuple[Any, Inference]:
+    """Clamp the top of a generative graph to ``top`` ``(B, classes)`` (one-hot labels, or
+    any code) and relax the rest, the bottom free: returns the bottom ``(B, *shape)`` and the
+    ``Inference``.  ``value_nodes``: the placement (use the one the network was trained with)."""
+    top_node, bottom = generative_nodes(prog)
+    result = infer(prog, params, {top_node: top}, [bottom], steps, rate, value_nodes=value_nodes)
+    return result.values[bottom], result
+
+
+def complete(
+    prog: Any,
+    params: Mapping,
+    data: Any,
+    given: Any,
+    steps: int = 300,
+    rate: float = 0.1,
+    value_nodes: Any = "all",
+) -> tuple[Any, Inference]:
+    """Clamp the entries of ``data`` ``(B, *shape)`` where ``given`` (0/1, broadcastable) is 1
+    at the bottom of a generative graph, infer the top as a latent (prior ``N(0, I)``) and the
+    rest: returns the completed bottom ``(B, *shape)`` (the given entries unchanged) and the
+    ``Inference``.  The inference rate must stay below 2 / (the energy's largest curvature),
+    which grows with the weights: fewer value nodes (``value_nodes="layers"``) put the
+    activations' derivatives between the weights and allow larger rates."""
+    top_node, bottom = generative_nodes(prog)
+    result = infer(
+        prog,
+        params,
+        {bottom: data},
+        [top_node],
+        steps,
+        rate,
+        mask={bottom: given},
+        value_nodes=value_nodes,
+    )
+    return result.values[bottom], result
+
+
+__all__ = ["Inference", "infer", "generative_nodes", "generate", "complete"]

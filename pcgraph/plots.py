@@ -1,16 +1,22 @@
-"""PNG plots of training curves (``pcgraph train``) and of algorithm comparisons (``compare``).
+"""PNG plots of training curves (``pcgraph train``) and of algorithm comparisons (``compare``),
+and grids of images (``pcgraph generate`` and ``complete``).
 
 matplotlib is optional (the ``plot`` extra): ``available()`` says whether it is installed, and
-the command line skips the plot with a note when it is not.
+the command line skips the plot with a note when it is not.  ``image_grid`` needs no
+matplotlib: it writes the PNG itself (zlib), so generated images are always written.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import struct
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .files import PathLike, atomic_write
 
@@ -164,4 +170,44 @@ def comparison(
     return _save(fig, path)
 
 
-__all__ = ["available", "training_curves", "comparison", "color", "coincident", "COLORS"]
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def image_grid(
+    images: Any, path: PathLike, columns: int = 10, scale: int = 2, pad: int = 2
+) -> Path:
+    """Write ``images`` ``(N, H, W)`` (values in [0, 1], clipped; white is 1) as a grayscale
+    PNG grid: rows of ``columns`` images ``pad`` pixels apart on a mid-grey ground, each pixel
+    ``scale`` x ``scale``.  Written atomically, without matplotlib."""
+    a = np.clip(np.nan_to_num(np.asarray(images, dtype=np.float64)), 0.0, 1.0)
+    if a.ndim != 3 or not a.size:
+        raise ValueError(f"image_grid needs images of shape (N, H, W), got {a.shape}")
+    n, h, w = a.shape
+    cols = max(1, min(columns, n))
+    rows = -(-n // cols)
+    canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 0.5)
+    for i in range(n):
+        top, left = pad + (i // cols) * (h + pad), pad + (i % cols) * (w + pad)
+        canvas[top : top + h, left : left + w] = a[i]
+    pixels = np.round(np.kron(canvas, np.ones((scale, scale))) * 255).astype(np.uint8)
+    height, width = pixels.shape
+    raw = b"".join(b"\x00" + row.tobytes() for row in pixels)  # filter type 0 on every row
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + _png_chunk(b"IDAT", zlib.compress(raw, 9))
+        + _png_chunk(b"IEND", b"")
+    )
+    return atomic_write(path, lambda f: f.write(png))
+
+
+__all__ = [
+    "available",
+    "training_curves",
+    "comparison",
+    "image_grid",
+    "color",
+    "coincident",
+    "COLORS",
+]

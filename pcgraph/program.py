@@ -17,7 +17,7 @@ from .execute import SCALE_SLOT, Lowered, lower
 from .graph import Graph, Node, known_names
 from .init import INITIALIZERS, default_init
 from .ops import OPS
-from .schedule import Schedule, Section
+from .schedule import Schedule, Section, Snapshot
 
 FLOAT_DTYPES = ("float32", "float64")
 _MAX_SCHEDULES = 256  # schedules (with their lowered programs) a program keeps at most
@@ -83,12 +83,15 @@ def _targets_of(schedule: Schedule) -> list[str]:
 
 def _leaves_read(lowered: Lowered) -> set[str]:
     """The leaf nodes (feeds, parameters, constants) some kernel of ``lowered`` reads and no
-    kernel writes (a latent leaf of inference is set by the schedule, not fed)."""
+    kernel writes (a latent leaf of inference is set by the schedule, not fed).  A snapshot
+    copies whatever a leaf holds, fed or not: it needs no feed of its own."""
     read: set[int] = set()
     written: set[int] = set()
+    executed = lowered.schedule.executed()
     for item in lowered.items:
         for instr in getattr(item, "body", [item]):
-            read |= instr.reads
+            if not all(isinstance(executed[i][1], Snapshot) for i in instr.steps):
+                read |= instr.reads
             written |= instr.writes
     return {name for slot, name in lowered.leaves.items() if slot in read - written}
 

@@ -41,6 +41,7 @@ SMALL = {
     "transformer_encoder": {"T": 4, "d_model": 8, "heads": 2, "layers": 2, "classes": 3, "d_ff": 6},
     "transformer_encoder-tokens": {"T": 3, "d_model": 4, "heads": 2, "classes": 3, "vocab": 7},
     "autoencoder": {"in_shape": (1, 8, 8), "channels": (2, 3)},
+    "generator": {"classes": 3, "in_features": 6, "hidden": (4, 5)},
 }
 
 

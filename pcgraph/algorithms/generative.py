@@ -73,7 +73,9 @@ def generative_schedule(c: Compiled, opts: dict) -> Schedule:
     then the increments of the final errors."""
     for name in opts["latent"]:
         if name not in c.nodes:
-            raise OptionError(f"algorithm 'generative': latent names {name!r}, no node of the graph")
+            raise OptionError(
+                f"algorithm 'generative': latent names {name!r}, no node of the graph"
+            )
         why = latent_problem(c, name, "latent")
         if why:
             raise OptionError(f"algorithm 'generative': {why}")

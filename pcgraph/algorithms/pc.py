@@ -270,13 +270,15 @@ def clamping_notes(c: Compiled, st: PCStructure) -> list:
     """Comment lines saying what inference clamps and what it infers."""
     fed = [n for n in c.order if c.nodes[n].kind in ("input", "target") and n not in st.latent]
     through = f"; outputs clamped through the loss: {', '.join(st.outputs)}" if st.outputs else ""
-    held = [n for n in st.clamped] + [f"{n} (where observed)" for n in st.masked]
+    held = [*st.clamped, *(f"{n} (where observed)" for n in st.masked)]
+    latent = f"latent leaves {', '.join(st.latent)} (prior N(0, I)); " if st.latent else ""
+    others = ", ".join(v for v in st.values if v not in st.latent) or "-"
     return [
-        Note(f"clamped: fed leaves {', '.join(fed) or '-'}; vertices {', '.join(held) or '-'}"
-             + through),
         Note(
-            f"inferred: latent leaves {', '.join(st.latent) or '-'} (prior N(0, I)); value "
-            f"nodes {', '.join(v for v in st.values if v not in st.latent) or '-'}"
+            f"clamped: fed leaves {', '.join(fed) or '-'}; vertices {', '.join(held) or '-'}{through}"
+        ),
+        Note(
+            f"inferred: {latent}value nodes {others}"
             + ("" if st.loss_term else "; no loss term in the energy")
         ),
     ]
@@ -569,8 +571,10 @@ def dense_sections(
         return tuple(steps_t)
 
     # Steps 1..steps-1 in runs between the steps that take increments (finitely many).
-    special = [] if learn or not increments else sorted(
-        {t for t in increment_at.values() if 0 < t < steps}
+    special = (
+        []
+        if learn or not increments
+        else sorted({t for t in increment_at.values() if 0 < t < steps})
     )
     if steps > 0:
         sections.append(Section("inference t=0", body(0)))

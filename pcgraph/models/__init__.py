@@ -384,6 +384,34 @@ def autoencoder(
     return g
 
 
+def generator(
+    *,
+    classes: int = 10,
+    in_features: int = 784,
+    hidden: Sequence[int] = (256,),
+    activation: str = "tanh",
+) -> Graph:
+    """A generative MLP: a one-hot label predicts an image, top-down (generative predictive
+    coding, PCX's generative mode).  Its top is the **float** target ``"y"`` ``(classes,)``
+    (feed one-hot rows; ``pcgraph train`` does for a float target), its bottom the prediction
+    ``image`` ``(in_features,)`` of the input ``"x"`` (the data, values in [0, 1]): the loss is
+    ``mse(image, x)``, so training clamps the top to the label and the bottom to the data.
+
+    Layers ``fc{i}`` are ``h @ W + b``, each followed by ``activation`` (``pc.layer`` marks its
+    output), and the last by a sigmoid.  Generate with ``prog.infer`` clamping ``y`` and freeing
+    ``image``; complete a part of an image by clamping ``image`` under a mask with ``y`` free
+    (``examples/generative_mnist.py``).
+    """
+    act = _activation(activation)
+    g = Graph("generator")
+    h = g.target("y", (classes,))
+    for i, n in enumerate(hidden):
+        h = pc.layer(act(_linear(g, h, n, f"fc{i}", init="glorot_uniform")))
+    image = pc.sigmoid(_linear(g, h, in_features, f"fc{len(hidden)}"), name="image")
+    g.set_loss(pc.mse(pc.layer(image), g.input("x", (in_features,)), name="loss"))
+    return g
+
+
 MODELS: dict[str, Callable[..., Graph]] = {
     "mlp": mlp,
     "deep_mlp": deep_mlp,
@@ -395,6 +423,7 @@ MODELS: dict[str, Callable[..., Graph]] = {
     "resnet18": resnet18,
     "transformer_encoder": transformer_encoder,
     "autoencoder": autoencoder,
+    "generator": generator,
 }
 
 __all__ = ["MODELS", "ACTIVATIONS", "build", *MODELS]
