@@ -1115,13 +1115,16 @@ def _observed_part(which: str, height: int, width: int) -> np.ndarray:
 
 def _generative_run(args: argparse.Namespace) -> tuple[Task, Any, str, str, tuple[int, int]]:
     """The trained generative run ``--run`` names: its task, parameters, top and bottom nodes
-    (``pcgraph.inference.generative_nodes``) and the height and width of its images."""
+    (``pcgraph.inference.generative_nodes``) and the height and width of its images; sets
+    ``args.value_nodes`` to the placement it was trained with (inference uses the same)."""
     from .data import INFO
     from .inference import generative_nodes
     from .io import load
 
     run_dir = Path(args.run_dir)
     _run_config(args, run_dir, "--run")
+    options = parse_algo_options(args.algo_option, [args.algorithm])[args.algorithm]
+    args.value_nodes = options.get("value_nodes", "all")
     graph, label = build_graph(args, INFO.get(args.data))
     task = make_task(args, graph, label, args.dtype)
     top, bottom = generative_nodes(task.prog)
@@ -1143,7 +1146,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if bad:
         raise OptionError(f"--label {bad[0]}: the model has classes 0 to {classes - 1}")
     onehot = np.eye(classes)[labels]
-    images, result = generate(task.prog, params, onehot, steps=args.steps, rate=args.rate)
+    images, result = generate(
+        task.prog, params, onehot, args.steps, args.rate, value_nodes=args.value_nodes
+    )
     images = to_numpy(images).reshape(len(labels), height, width)
     path = plots.image_grid(images, args.out, columns=min(len(labels), 10))
     energy = result.energy[-1].mean()
@@ -1161,7 +1166,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
     task, params, _, bottom, (height, width) = _generative_run(args)
     x = np.asarray(task.data.x_test[: args.count], dtype=np.float64).reshape(-1, height * width)
     given = _observed_part(args.mask, height, width)
-    filled, _ = complete(task.prog, params, x, given, steps=args.steps, rate=args.rate)
+    filled, _ = complete(
+        task.prog, params, x, given, args.steps, args.rate, value_nodes=args.value_nodes
+    )
     filled = to_numpy(filled).reshape(len(x), -1)
     hidden = given == 0
     mean = np.asarray(task.data.x_train, dtype=np.float64).reshape(-1, height * width).mean(0)
@@ -1336,8 +1343,9 @@ COMMANDS: dict[str, Command] = {
         _configure_generate,
         cmd_generate,
         (
-            "pcgraph train --model generator --data digits --algorithm generative --epochs 20 \\\n"
-            "      --lr 0.1 --out runs/generator",
+            "pcgraph train --model generator --data digits --algorithm generative \\\n"
+            "      --algo-option value_nodes=layers --optimizer adam --lr 0.003 --epochs 20 \\\n"
+            "      --out runs/generator",
             "pcgraph generate --run runs/generator --label 3 --out samples.png",
         ),
     ),

@@ -263,26 +263,35 @@ def infer(
 
 # ------------------------------------------------------------------ generative graphs
 def generative_nodes(prog: Any) -> tuple[str, str]:
-    """``(top, bottom)`` of a generative graph such as ``pc.models.generator``: the top is its
-    one float leaf of shape ``(classes,)`` that feeds the network (not the loss directly), the
-    bottom the loss operand that the network predicts.  ``OptionError`` when there are not
-    exactly one of each."""
+    """``(top, bottom)`` of a generative graph such as ``pc.models.generator``: the loss
+    compares the bottom, an op node, with a float leaf of its shape (the data), and the top is
+    the one other float leaf, a vector, that feeds the network.  ``OptionError`` when the graph
+    is not of that form."""
     c = prog.compiled
-    loss_operands = c.nodes[c.loss].operands
+    operands = c.nodes[c.loss].operands
+    bottoms = [o for o in dict.fromkeys(operands) if c.nodes[o].op is not None]
+    data = [
+        o
+        for o in operands
+        if c.nodes[o].op is None
+        and c.nodes[o].dtype == "float"
+        and bottoms
+        and c.nodes[o].shape == c.nodes[bottoms[0]].shape
+    ]
     tops = [
         n
         for n in c.order
         if c.nodes[n].kind in ("input", "target")
         and c.nodes[n].dtype == "float"
         and len(c.nodes[n].shape) == 1
-        and n not in loss_operands
+        and n not in operands
     ]
-    bottoms = [o for o in dict.fromkeys(loss_operands) if c.nodes[o].op is not None]
-    if len(tops) != 1 or len(bottoms) != 1:
+    if len(tops) != 1 or len(bottoms) != 1 or len(data) != 1:
         raise OptionError(
-            f"graph {c.name!r} is not a generative graph with one top (a float vector leaf "
-            f"feeding the network; found {tops or 'none'}) and one bottom (the loss operand it "
-            f"predicts; found {bottoms or 'none'}); see pcgraph.models.generator"
+            f"graph {c.name!r} is not a generative graph: one top (a float vector leaf "
+            f"feeding the network; found {tops or 'none'}) and one bottom (an op the loss "
+            f"compares with a float leaf of its shape, the data; found {bottoms or 'none'}, "
+            f"compared with {data or 'no such leaf'}); see pcgraph.models.generator"
         )
     return tops[0], bottoms[0]
 

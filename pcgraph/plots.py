@@ -175,15 +175,17 @@ def _png_chunk(tag: bytes, data: bytes) -> bytes:
 
 
 def image_grid(
-    images: Any, path: PathLike, columns: int = 10, scale: int = 2, pad: int = 2
+    images: Any, path: PathLike, columns: int = 10, scale: int | None = None, pad: int = 2
 ) -> Path:
     """Write ``images`` ``(N, H, W)`` (values in [0, 1], clipped; white is 1) as a grayscale
     PNG grid: rows of ``columns`` images ``pad`` pixels apart on a mid-grey ground, each pixel
-    ``scale`` x ``scale``.  Written atomically, without matplotlib."""
+    ``scale`` x ``scale`` (default: about 84 screen pixels an image).  Written atomically,
+    without matplotlib."""
     a = np.clip(np.nan_to_num(np.asarray(images, dtype=np.float64)), 0.0, 1.0)
     if a.ndim != 3 or not a.size:
         raise ValueError(f"image_grid needs images of shape (N, H, W), got {a.shape}")
     n, h, w = a.shape
+    scale = max(1, round(84 / max(h, w))) if scale is None else scale
     cols = max(1, min(columns, n))
     rows = -(-n // cols)
     canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 0.5)

@@ -98,7 +98,10 @@ class Task:
                 raise OptionError(f"validation {validation}: leaves no training examples")
             held_out = (data.x_train[-held:], data.y_train[-held:])
             data = data.subset(train=len(data.y_train) - held)
-        return cls(prog, data, x_name, y_name, onehot, _prediction_node(prog, predict), held_out)
+        predicted = _prediction_node(prog, predict)
+        if predicted is not None and math.prod(c.nodes[predicted].shape) != data.classes:
+            predicted = None  # not one score per class (a generator's image): no accuracy
+        return cls(prog, data, x_name, y_name, onehot, predicted, held_out)
 
     def batch(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         """The feeds of examples ``x`` ``(B, *input shape)`` with labels ``y`` ``(B,)``."""
