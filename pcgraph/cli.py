@@ -1101,8 +1101,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 MASKS = ("top-half", "bottom-half", "left-half", "right-half")
 
 
-def _observed_part(which: str, height: int, width: int) -> np.ndarray:
+def _observed_part(which: str, height: int, width: int) -> Any:
     """1 at the pixels ``--mask`` says are given, 0 at those to complete: ``(height * width,)``."""
+    import numpy as np
+
     rows, cols = np.mgrid[0:height, 0:width]
     given = {
         "top-half": rows < height // 2,
@@ -1119,14 +1121,14 @@ def _generative_run(args: argparse.Namespace) -> tuple[Task, Any, str, str, tupl
     ``args.value_nodes`` to the placement it was trained with (inference uses the same)."""
     from .data import INFO
     from .inference import generative_nodes
-    from .io import load
+    from .checkpoint import load
 
     run_dir = Path(args.run_dir)
     _run_config(args, run_dir, "--run")
     options = parse_algo_options(args.algo_option, [args.algorithm])[args.algorithm]
     args.value_nodes = options.get("value_nodes", "all")
-    graph, label = build_graph(args, INFO.get(args.data))
-    task = make_task(args, graph, label, args.dtype)
+    graph, _ = build_graph(args, INFO.get(args.data))
+    task = make_task(args, graph, args.dtype)
     top, bottom = generative_nodes(task.prog)
     params = load(run_dir / "checkpoint.npz", task.prog).params
     shape = tuple(INFO[args.data][0]) if args.data in INFO else task.data.shape
@@ -1136,6 +1138,8 @@ def _generative_run(args: argparse.Namespace) -> tuple[Task, Any, str, str, tupl
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from . import plots, to_numpy
     from .inference import generate
 
@@ -1160,6 +1164,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from . import plots, to_numpy
     from .inference import complete
 
