@@ -1119,9 +1119,9 @@ def _generative_run(args: argparse.Namespace) -> tuple[Task, Any, str, str, tupl
     """The trained generative run ``--run`` names: its task, parameters, top and bottom nodes
     (``pcgraph.inference.generative_nodes``) and the height and width of its images; sets
     ``args.value_nodes`` to the placement it was trained with (inference uses the same)."""
+    from .checkpoint import load
     from .data import INFO
     from .inference import generative_nodes
-    from .checkpoint import load
 
     run_dir = Path(args.run_dir)
     _run_config(args, run_dir, "--run")
