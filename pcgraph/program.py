@@ -394,7 +394,7 @@ class Program:
         lowered = self._lowered(schedule, keep)
         feeds, size = self.check_batch(batch, lowered.needed)  # type: ignore[attr-defined]
         if size == 0 and preset:
-            size = len(next(iter(preset.values())))
+            size = int(next(iter(preset.values())).shape[0])
         if size == 0:
             raise FeedError("the batch feeds no input, so its size is unknown")
         checked = self.check_params(params)

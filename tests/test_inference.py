@@ -80,6 +80,29 @@ def test_a_partly_observed_node_infers_its_missing_entries(model: tuple) -> None
     assert "free[out]" in str(r.schedule)
 
 
+def test_a_latent_given_a_start_reaches_the_same_posterior(model: tuple) -> None:
+    prog, params, x = model
+    W, b = (np.asarray(params[p]) for p in ("W", "b"))
+    start = np.full((6, 3), 2.0)
+    r = prog.infer(params, {"x": x}, free=["z"], steps=600, rate=0.2, init={"z": start})
+    assert np.abs(r.values["z"] - posterior_mean(W, b, x)).max() < 1e-6
+    # at the start, h is the prediction from z = 2 (zero error): F = 0.5|z|^2 + loss
+    first = 0.5 * (start**2).sum(1) + 0.5 * ((x - start @ W - b) ** 2).sum(1)
+    assert np.abs(r.energy[0] - first).max() < 1e-12
+
+
+def test_inference_runs_on_the_array_api_strict_backend(model: tuple) -> None:
+    pytest.importorskip("array_api_strict")
+    prog, params, x = model
+    strict = pc.compile(linear_gaussian(), backend="array_api_strict", dtype="float64")
+    seen = {"mask": {"out": np.array([1.0, 0, 1, 1, 0])}, "steps": 30, "rate": 0.2}
+    ours = prog.infer(params, {"out": x}, free=["z"], **seen)
+    theirs = strict.infer(params, {"out": x}, free=["z"], **seen)
+    for node, value in ours.values.items():
+        assert np.array_equal(value, pc.to_numpy(theirs.values[node])), node
+    assert np.array_equal(ours.energy, theirs.energy)
+
+
 @pytest.mark.parametrize("placement", ["all", "layers"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_with_nothing_new_clamped_inference_is_il(placement: str, dtype: str) -> None:

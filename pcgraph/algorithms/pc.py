@@ -53,7 +53,7 @@ class PCStructure:
     clamped: tuple[str, ...] = ()  # vertices held at given values: errors, no updates
     latent: tuple[str, ...] = ()  # leaves made value nodes (also in ``values``): prior N(0, I)
     masked: tuple[str, ...] = ()  # value nodes clamped at some entries, free at the others
-    assigned: tuple[str, ...] = ()  # vertices whose start is given (``obs`` or ``init``)
+    assigned: tuple[str, ...] = ()  # op vertices whose start is given (``obs`` or ``init``)
     initialised: frozenset[str] = frozenset()  # nodes whose start is in the store ``init``
     loss_term: bool = True  # the loss is in the energy (its operands are the clamped outputs)
     in_mu: frozenset[str] = frozenset()  # vertices whose prediction lives in ``mu``
@@ -180,6 +180,7 @@ def _structure(
         for n in (*outputs, *values, *clamped, *folded, loss)
     }
     value_set = frozenset(values)
+    op_nodes = [n for n in c.order if c.nodes[n].op is not None]
     feeds_value: set[str] = set()
     feeds_param: set[str] = set()
     for f in folded:  # topological order: operands first
@@ -204,7 +205,7 @@ def _structure(
         clamped,
         latent,
         tuple(n for n in c.order if n in set(cl.masked)),
-        tuple(n for n in c.order if n in set(cl.initialised) | set(cl.observed) | set(cl.masked)),
+        tuple(n for n in op_nodes if n in {*cl.initialised, *cl.observed, *cl.masked}),
         frozenset(cl.initialised),
         loss_term,
         (value_set | frozenset(clamped)) - latent_set,
