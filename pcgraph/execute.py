@@ -29,18 +29,24 @@ import numpy as np
 from .compile import Compiled, without_cycle_collection
 from .ops import OPS
 from .schedule import (
+    ENERGY_STORE,
     VJP,
+    Assign,
     Clear,
+    Energy,
     Error,
     Eval,
     GradientUnits,
+    MaskedUpdate,
     Note,
     Perturb,
+    PriorError,
     Relax,
     Schedule,
     Seed,
     Snapshot,
     Update,
+    Zero,
 )
 
 Kernel = Callable[[list, int], None]
@@ -492,6 +498,84 @@ def _lower_perturb(lw: Lowerer, steps: list) -> Instr:
     return lw.instr(run_perturb)
 
 
+def _lower_assign(lw: Lowerer, steps: list) -> Instr:
+    (step,) = steps
+    src = lw.read(step.src, step.node)
+    if not step.masked:
+        x = lw.write("x", step.node)
+
+        def run_assign(slots: list, batch: int) -> None:
+            slots[x] = slots[src]
+
+        return lw.instr(run_assign)
+    free = lw.read("free", step.node)
+    x = lw.update("x", step.node)
+
+    def run_assign_masked(slots: list, batch: int) -> None:
+        slots[x] = slots[x] * slots[free] + slots[src]
+
+    return lw.instr(run_assign_masked)
+
+
+def _lower_zero(lw: Lowerer, steps: list) -> Instr:
+    (step,) = steps
+    xp, dtype, shape = lw.xp, lw.dtype, lw.compiled.nodes[step.node].shape
+    x = lw.write("x", step.node)
+
+    def run_zero(slots: list, batch: int) -> None:
+        slots[x] = xp.zeros((batch, *shape), dtype=dtype)
+
+    return lw.instr(run_zero)
+
+
+def _lower_prior_error(lw: Lowerer, steps: list) -> Instr:
+    (step,) = steps
+    x = lw.read("x", step.node)
+    e = lw.write("e", step.node)
+
+    def run_prior_error(slots: list, batch: int) -> None:
+        slots[e] = slots[x]  # arrays are never written in place: sharing is safe
+
+    return lw.instr(run_prior_error)
+
+
+def _lower_masked_update(lw: Lowerer, steps: list) -> Instr:
+    (step,) = steps
+    rate = step.rate
+    s, e, free = lw.read("s", step.node), lw.read("e", step.node), lw.read("free", step.node)
+    x = lw.update("x", step.node)
+    lw.drop("s", step.node)
+
+    def run_masked_update(slots: list, batch: int) -> None:
+        drive, err = slots[s], slots[e]
+        if drive is None and err is None:
+            return
+        step_ = -err if drive is None else drive if err is None else drive - err
+        slots[x] = slots[x] + rate * (step_ * slots[free])
+        slots[s] = None
+
+    return lw.instr(run_masked_update)
+
+
+def _lower_energy(lw: Lowerer, steps: list) -> Instr:
+    (step,) = steps
+    xp = lw.xp
+    errors = [lw.read("e", n) for n in step.nodes]
+    loss = lw.read("x", step.loss) if step.with_loss else None
+    trace = lw.update(ENERGY_STORE, step.loss)
+
+    def run_energy(slots: list, batch: int) -> None:
+        total = slots[loss] if loss is not None else 0.0
+        for i in errors:
+            e = xp.reshape(slots[i], (batch, -1))
+            total = total + 0.5 * xp.sum(e * e, axis=1)
+        if slots[trace] is None:
+            slots[trace] = []
+        slots[trace].append(total)
+
+    return lw.instr(run_energy)
+
+
 register_lowering(Eval, _lower_eval)
 register_lowering(VJP, _lower_vjp, group=lambda s: (s.node, s.src, s.at, s.out or s.at))
 register_lowering(Seed, _lower_seed)
@@ -502,6 +586,11 @@ register_lowering(Error, _lower_error)
 register_lowering(Snapshot, _lower_snapshot)
 register_lowering(Clear, _lower_clear)
 register_lowering(Perturb, _lower_perturb)
+register_lowering(Assign, _lower_assign)
+register_lowering(Zero, _lower_zero)
+register_lowering(PriorError, _lower_prior_error)
+register_lowering(MaskedUpdate, _lower_masked_update)
+register_lowering(Energy, _lower_energy)
 
 
 # ------------------------------------------------------------------ the driver

@@ -28,7 +28,7 @@ from .algorithms.generative import inference_schedule, latent_problem
 from .algorithms.pc import Clamping, placement_problem, structure
 from .errors import FeedError, OptionError
 from .graph import Node
-from .schedule import Schedule
+from .schedule import ENERGY_STORE, Schedule
 
 
 @dataclass
@@ -250,7 +250,7 @@ def infer(
     shown = (*st.values, *st.clamped, *st.outputs)
     values = {n: run.value(n) for n in shown}
     errors = {n: run.value(n, "e") for n in shown}
-    trace = run.value(c.loss, "F") or []
+    trace = run.value(c.loss, ENERGY_STORE) or []
     size = run.batch_size
     energy = np.stack(
         [

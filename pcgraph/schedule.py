@@ -232,3 +232,77 @@ class Perturb:
 
     def __str__(self) -> str:
         return f"x[{self.node}] += N(0, {self.sigma!r}^2)  (seed {self.seed})"
+
+
+# ---------------------------------------------------------------- inference with any nodes clamped
+# ``Program.infer`` and the ``generative`` algorithm: values the caller gives for op nodes
+# (stores ``obs`` and ``init``, filled by ``Program.run(..., preset=)``), latent leaves, partly
+# observed nodes and the energy trace (``algorithms/generative.py``).
+ENERGY_STORE = "F"  # the energy trace lives in slot (F, loss node): a list, one entry per step
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """``x[node] = src[node]``, a value the caller gives (``obs``: clamped, ``init``: a starting
+    value); with ``masked``, only the observed entries: ``x = x * free + obs``, where
+    ``free[node]`` is 1 at the free entries and ``obs[node]`` is 0 there."""
+
+    node: str
+    src: str
+    masked: bool = False
+
+    def __str__(self) -> str:
+        n = self.node
+        if self.masked:
+            return f"x[{n}] = x[{n}] * free[{n}] + {self.src}[{n}]  (observed entries clamped)"
+        what = "clamped" if self.src == "obs" else "initial value"
+        return f"x[{n}] = {self.src}[{n}]  ({what})"
+
+
+@dataclass(frozen=True, slots=True)
+class Zero:
+    """``x[node] = 0`` for every example: a latent leaf starts at its prior mean."""
+
+    node: str
+
+    def __str__(self) -> str:
+        return f"x[{self.node}] = 0  (latent: the prior mean)"
+
+
+@dataclass(frozen=True, slots=True)
+class PriorError:
+    """``e[node] = x[node]``: the error of a latent leaf, which has no parents, against its
+    prior ``N(0, I)`` (energy ``0.5 * ||x||^2``)."""
+
+    node: str
+
+    def __str__(self) -> str:
+        return f"e[{self.node}] = x[{self.node}]  (prior N(0, I))"
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedUpdate:
+    """Inference on the free entries of a partly observed node:
+    ``x += rate * (s - e) * free``."""
+
+    node: str
+    rate: float
+
+    def __str__(self) -> str:
+        n = self.node
+        return f"x[{n}] += {self.rate!r} * (s[{n}] - e[{n}]) * free[{n}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Energy:
+    """Append this step's energy per example to the trace ``F``:
+    ``sum_v 0.5 * ||e[v]||^2`` over ``nodes``, plus the loss ``x[loss]`` when ``with_loss``
+    (the loss of the output predictions, whose errors ``-dl/dmu`` the loss clamps)."""
+
+    nodes: tuple[str, ...]
+    loss: str
+    with_loss: bool
+
+    def __str__(self) -> str:
+        loss = f" + x[{self.loss}]" if self.with_loss else ""
+        return f"{ENERGY_STORE} += [0.5 * |e[{', '.join(self.nodes)}]|^2{loss}]  (energy)"

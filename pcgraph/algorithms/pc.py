@@ -12,24 +12,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from pcgraph.algorithms.energy import Assign, Energy, MaskedUpdate, PriorError, Zero
 from pcgraph.compile import Compiled, NodeSpec, forward_steps, grad_nodes
 from pcgraph.errors import GraphError, OptionError
 from pcgraph.levels import levels_from
 from pcgraph.schedule import (
     VJP,
+    Assign,
     Clear,
+    Energy,
     Error,
     Eval,
     GradientUnits,
+    MaskedUpdate,
     Note,
     Perturb,
+    PriorError,
     Relax,
     Schedule,
     Section,
     Seed,
     Snapshot,
     Update,
+    Zero,
 )
 
 
