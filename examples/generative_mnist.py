@@ -3,8 +3,8 @@ bottom is clamped to the image, trained by predictive coding; then it generates 
 class, completes half images, and, as an associative memory, recalls stored images from
 corrupted cues.
 
-    python examples/generative_mnist.py            # 10000 images, 10 epochs (~2 min on 2 cores)
-    python examples/generative_mnist.py --quick    # 2000 images, 3 epochs (seconds)
+    python examples/generative_mnist.py            # 10000 images, 10 epochs (1 to 3 min, 2 cores)
+    python examples/generative_mnist.py --quick    # 2000 images, 3 epochs (10 to 30 s)
 
 1. **Training.** ``pcgraph.models.generator()``: one-hot label (10) -> 256 tanh -> 784 sigmoid,
    loss ``mse(image, x)``. The ``generative`` algorithm clamps the top to the label and the
