@@ -44,9 +44,11 @@ from .errors import (  # noqa: E402
     OptionError,
     PCGraphError,
     ShapeError,
+    UnsupportedOperatorError,
 )
 from .graph import DSL, Graph, Node, flatten, layer, one_hot, split  # noqa: E402
 from .io import fingerprint, load, load_graph, save, save_graph  # noqa: E402
+from .onnx import from_onnx, to_onnx  # noqa: E402  (imports onnx only when called)
 from .ops import OPS  # noqa: E402
 from .program import Program, compile  # noqa: E402
 
@@ -95,5 +97,8 @@ __all__ = [
     "OptionError",
     "NumericalError",
     "FileFormatError",
+    "UnsupportedOperatorError",
+    "from_onnx",
+    "to_onnx",
     *DSL,
 ]

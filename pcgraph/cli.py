@@ -267,6 +267,14 @@ def build_graph(args: argparse.Namespace, info: tuple | None = None) -> tuple[An
             if model_args:
                 raise OptionError("--model-args cannot apply to a JSON graph file")
             return load_graph(args.graph), Path(args.graph).stem
+        if args.graph.endswith(".onnx"):
+            from .onnx import from_onnx
+
+            if model_args:
+                raise OptionError("--model-args cannot apply to an ONNX model")
+            # The data sets are labelled classes: the first output's logits get the loss.
+            graph, _ = from_onnx(args.graph, loss="softmax_cross_entropy")
+            return graph, Path(args.graph).stem
         fn, label = _load_user_function(args.graph)
         return _call_builder(fn, model_args, info, label), label
     models = _zoo()
@@ -747,6 +755,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import compile as compile_graph
+    from .data import INFO
+    from .io import load
+    from .onnx import to_onnx
+
+    run_dir = Path(args.run_dir)
+    out = args.out
+    _run_config(args, run_dir, "--run")
+    graph, label = build_graph(args, INFO.get(args.data))
+    prog = compile_graph(graph, backend="numpy", dtype=args.dtype)
+    ckpt = load(run_dir / "checkpoint.npz", prog)
+    path = to_onnx(prog, ckpt.params, out)
+    print(
+        f"wrote {path}: {label} as trained with {ckpt.meta.get('algorithm', '?')} (epoch "
+        f"{ckpt.meta.get('epoch', '?')}), input(s) {', '.join(prog.inputs)}, output "
+        f"{prog.prediction_node()!r}, {args.dtype}"
+    )
+    return 0
+
+
 def _restore(
     out: Path, task: Task, run: compare.Run, optimizer: Any, history: list[dict[str, Any]]
 ) -> int:
@@ -996,11 +1025,12 @@ def _model_options(
     )
     which.add_argument(
         "--graph",
-        metavar="FILE.py:FUNCTION|FILE.json",
+        metavar="FILE.py:FUNCTION|FILE.json|FILE.onnx",
         help="your own graph: a Python file and the function in it that returns a pc.Graph "
         "(default function: build; the file's top-level code RUNS, as any Python import "
-        "does), or a JSON graph file written by pc.save_graph (read as data, runs no code; "
-        "neither does --model)",
+        "does), a JSON graph file written by pc.save_graph or an ONNX model (read as data, "
+        "run no code; neither does --model; an ONNX model's first output gets a "
+        "softmax_cross_entropy loss and starts from the model's weights)",
     )
     g.add_argument(
         "--model-args",
@@ -1221,6 +1251,19 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _configure_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run", dest="run_dir", required=True, metavar="RUN_DIR", help="a folder written by train"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.onnx",
+        help="the ONNX model to write (the forward graph up to the prediction, with the "
+        "checkpoint's parameters; needs the onnx package: pip install 'pcgraph[onnx]')",
+    )
+
+
 def _configure_schedule(p: argparse.ArgumentParser) -> None:
     _model_options(p, None)
     _compile_options(p)
@@ -1355,6 +1398,15 @@ COMMANDS: dict[str, Command] = {
             "pcgraph evaluate --run runs/lenet-zil --data mnist --test-limit 1000",
         ),
     ),
+    "export": Command(
+        "write a trained run's model as ONNX",
+        "Load a run folder written by train (its graph and last checkpoint) and write the\n"
+        "forward graph, up to the node predictions are read from, as an ONNX model with the\n"
+        "trained parameters, checked with onnx.checker and written atomically.",
+        _configure_export,
+        cmd_export,
+        ("pcgraph export --run runs/mlp-bp --out runs/mlp.onnx",),
+    ),
     "schedule": Command(
         "print an algorithm's compiled schedule",
         "Compile the model and print the schedule of --algorithm, one step per line.",
@@ -1387,6 +1439,7 @@ COMMANDS: dict[str, Command] = {
         cmd_verify,
         (
             "pcgraph verify --graph examples/my_model.py:build",
+            "pcgraph verify --graph runs/mlp.onnx",
             "pcgraph verify --model lenet --data mnist",
         ),
     ),
