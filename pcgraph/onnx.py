@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,11 @@ class BatchSize:
 
     def __hash__(self) -> int:
         return hash(("B", self.coef))
+
+    def __mod__(self, other: Any) -> int:
+        if self.coef % _int(other):
+            raise _Unfoldable(f"the batch size times {self.coef} modulo {other}")
+        return 0
 
     def __int__(self) -> int:
         raise _Unfoldable("a value that depends on the batch size")
@@ -183,6 +188,7 @@ def from_onnx(
     loss: str | None = None,
     *,
     name: str | None = None,
+    trainable: Iterable[str] | None = None,
     max_bytes: int = MAX_ONNX_BYTES,
 ) -> tuple[Any, dict[str, np.ndarray]]:
     """``(g, params)``: the ONNX model ``model`` (a path or an ``onnx.ModelProto``) as a
@@ -192,6 +198,8 @@ def from_onnx(
     Inputs keep their ONNX names with the leading batch axis dropped (dynamic or fixed);
     ``g.outputs`` names the nodes holding the ONNX outputs (batch axis first).  Each parameter's
     ``init`` returns its ONNX value, so ``prog.init_params()`` starts from the model's weights.
+    Parameters are the float initializers of more than one number that feed weights and
+    biases; ``trainable`` (initializer names) chooses them instead.
     ``loss="softmax_cross_entropy"`` (integer class labels) or ``"mse"`` adds a target ``y``
     and the loss on the first output; with ``None`` call ``g.set_loss`` yourself.
     Unsupported operators or attributes raise ``UnsupportedOperatorError`` (a
@@ -225,7 +233,12 @@ def from_onnx(
                 f"{source}: its local functions cannot be inlined ({e})"
             ) from None
     _load_external_data(proto, folder, source, max_bytes)
-    return _Importer(proto, source, name).build(loss)
+    chosen = None if trainable is None else {str(t) for t in trainable}
+    if chosen is not None:
+        missing = sorted(chosen - {t.name for t in proto.graph.initializer})
+        if missing:
+            raise FileFormatError(f"{source}: trainable names no initializer: {missing[:10]}")
+    return _Importer(proto, source, name, chosen).build(loss)
 
 
 def _load_external_data(proto: Any, folder: Path | None, source: str, max_bytes: int) -> None:
@@ -272,7 +285,9 @@ def _load_external_data(proto: Any, folder: Path | None, source: str, max_bytes:
 
 
 class _Importer:
-    def __init__(self, proto: Any, source: str, name: str | None) -> None:
+    def __init__(
+        self, proto: Any, source: str, name: str | None, trainable: set[str] | None = None
+    ) -> None:
         import onnx
 
         from .graph import Graph
@@ -291,6 +306,7 @@ class _Importer:
         self.batch_size: int | None = None  # the inputs' fixed batch size, if they have one
         self.node_label = ""
         self.fresh: set[str] = set()  # the nodes made for the ONNX node being imported
+        self.trainable = trainable
 
     # ------------------------------------------------------------------ errors
     def unsupported(self, what: str) -> UnsupportedOperatorError:
@@ -322,7 +338,7 @@ class _Importer:
         self._inputs(graph, initializers)
         params = self._params(graph, initializers)
         for k, v in initializers.items():
-            self.values.setdefault(k, v)
+            self.values.setdefault(k, _float64(v))
         for i, node in enumerate(graph.node):
             self.node_label = f"node {node.name or i!r} ({node.op_type})"
             self._node(node)
@@ -332,8 +348,8 @@ class _Importer:
             if out.name not in self.values:
                 raise self.bad("no node computes it")
             value = self.values[out.name]
-            if isinstance(value, _RunningStatistic):
-                continue  # a training-mode BatchNormalization's running statistics
+            if isinstance(value, _Unread):
+                continue  # running statistics, a dropout mask: not part of the function
             if not isinstance(value, _Tensor) or not _batched(value.layout):
                 raise self.unsupported("the output does not depend on the inputs")
             # The node holds it per example, batch axis first, wherever ONNX had the batch.
@@ -394,6 +410,10 @@ class _Importer:
             array = initializers[name]
             if array.dtype.kind != "f" or array.ndim == 0:
                 continue
+            if self.trainable is None and array.size == 1:
+                continue  # one number: a scale or an epsilon the exporter wrote (a constant)
+            if self.trainable is not None and name not in self.trainable:
+                continue
             if not np.all(np.isfinite(array)):
                 raise FileFormatError(
                     f"{self.source}: initializer {name!r} holds a NaN or infinity"
@@ -442,8 +462,8 @@ class _Importer:
                 inputs.append(None)
             elif name not in self.values:
                 raise self.bad(f"reads {name!r}, which nothing computes before it")
-            elif isinstance(self.values[name], _RunningStatistic):
-                raise self.unsupported(f"reads the running statistic {name!r} of a batch norm")
+            elif isinstance(self.values[name], _Unread):
+                raise self.unsupported(f"reads {name!r}, {self.values[name].what}")
             else:
                 inputs.append(self.values[name])
         attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -467,11 +487,13 @@ class _Importer:
         for name, value in zip(node.output, outs):
             if not name:
                 continue
-            if not isinstance(value, (_Tensor, _RunningStatistic, np.ndarray)):
+            if not isinstance(value, (_Tensor, _Unread, np.ndarray)):
                 value = np.asarray(value)  # a NumPy scalar, or a batch-size symbol
             if isinstance(value, np.ndarray) and value.dtype == object:
                 if not any(isinstance(v, BatchSize) for v in value.reshape(-1).tolist()):
                     value = np.asarray(value.tolist(), dtype=np.int64)  # sizes, all known
+            if isinstance(value, np.ndarray):
+                value = _float64(value)
             if isinstance(value, np.ndarray) and value.size > MAX_FOLDED_VALUES:
                 raise self.bad(f"a folded constant of {value.size} values is too large")
             if isinstance(value, _Tensor) and value.node.name in self.fresh:
@@ -641,6 +663,13 @@ def _reshape(imp: _Importer, t: _Tensor, target: list) -> _Tensor:
 
 
 # --------------------------------------------------------------------------- folding
+def _float64(v: np.ndarray) -> np.ndarray:
+    """Float constants are folded in float64 (the program casts the result to its dtype once):
+    a scale such as sqrt(1 / sqrt(d)) is then as exact as the reference's double arithmetic,
+    not rounded to the file's float32 at every step."""
+    return v.astype(np.float64) if v.dtype.kind == "f" and v.dtype != np.float64 else v
+
+
 def _is_const(v: Any) -> bool:
     return isinstance(v, np.ndarray)
 
@@ -791,6 +820,18 @@ def _cast(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
         return x.astype(names[to])
     if to not in _FLOAT_TYPES:
         raise imp.unsupported(f"attribute 'to' = {to}: a float tensor cast to integers")
+    return x
+
+
+def _cast_like(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
+    x, like = xs[0], xs[1]
+    kind = like.dtype.kind if _is_const(like) else ("i" if like.node.dtype == "int64" else "f")
+    if _is_const(x):
+        if x.dtype == object or kind == "f":
+            return x  # float constants stay float64 (folded exactly, cast once by the program)
+        return x.astype(like.dtype)
+    if kind != "f":
+        raise imp.unsupported("a float tensor cast to integers")
     return x
 
 
@@ -1179,7 +1220,7 @@ def _batch_norm(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
         normed = _Tensor(imp.op("batch_norm", x.node, eps=eps), x.layout)
         out = _elementwise(imp, "add", _elementwise(imp, "mul", normed, scale), shift)
         # The running statistics it would also output are no part of the gradient.
-        return [out] + [_RunningStatistic()] * (len(node.output) - 1)
+        return [out] + [_Unread("the running statistics of a batch norm")] * (len(node.output) - 1)
     if len([o for o in node.output if o]) > 1:
         raise imp.unsupported("running-statistics outputs in inference mode")
     mean, var = np.asarray(xs[3], dtype=np.float64), np.asarray(xs[4], dtype=np.float64)
@@ -1191,8 +1232,12 @@ def _batch_norm(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
     return _elementwise(imp, "add", _elementwise(imp, "mul", centred, gain), shift)
 
 
-class _RunningStatistic:
-    """BatchNormalization's running mean or variance in training mode: refused if read."""
+class _Unread:
+    """An output pcgraph does not compute (a training-mode BatchNormalization's running
+    statistics, a Dropout's mask): fine while nothing reads it, refused when something does."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
 
 
 def _layer_norm(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
@@ -1287,14 +1332,12 @@ def _clip(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
 
 
 def _dropout(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
-    if len([o for o in node.output if o]) > 1:
-        raise imp.unsupported("the mask output")
     training = xs[2] if len(xs) > 2 else None
     ratio = xs[1] if len(xs) > 1 else attrs.get("ratio", 0.5)
     if training is not None and (not _is_const(training) or bool(np.asarray(training))):
         if not (_is_const(ratio) and float(np.asarray(ratio)) == 0.0):
             raise imp.unsupported("dropout in training mode (export in eval mode, or with p=0)")
-    return xs[0]
+    return [xs[0], _Unread("the mask of a dropout")]
 
 
 def _sum(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
@@ -1349,13 +1392,21 @@ def _range(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
     return np.arange(start, limit, delta)
 
 
-def _compare(fold: Callable) -> Callable:
+def _folded(fold: Callable) -> Callable:
+    """An operator read only on constants (shape arithmetic), folded at import."""
+
     def handle(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
         if not all(_is_const(x) for x in xs):
-            raise imp.unsupported("a comparison of computed tensors")
+            raise imp.unsupported(f"{node.op_type} of computed tensors (only of constants)")
+        if len(xs) == 1:
+            return np.asarray(fold(xs[0]))
         return _fold_binary(fold, *xs)
 
     return handle
+
+
+def _mod(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
+    return _folded(np.fmod if attrs.get("fmod", 0) else (lambda a, b: a % b))(imp, xs, attrs, node)
 
 
 def _where(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
@@ -1421,12 +1472,19 @@ HANDLERS: dict[str, Callable] = {
     "Constant": _constant,
     "Shape": _shape,
     "Cast": _cast,
+    "CastLike": _cast_like,
     "ConstantOfShape": _constant_of_shape,
     "Expand": _expand,
     "Range": _range,
-    "Equal": _compare(lambda a, b: a == b),
-    "Less": _compare(lambda a, b: a < b),
-    "Greater": _compare(lambda a, b: a > b),
+    "Equal": _folded(lambda a, b: a == b),
+    "Less": _folded(lambda a, b: a < b),
+    "Greater": _folded(lambda a, b: a > b),
+    "Mod": _mod,
+    "Floor": _folded(np.floor),
+    "Ceil": _folded(np.ceil),
+    "Not": _folded(np.logical_not),
+    "And": _folded(np.logical_and),
+    "Or": _folded(np.logical_or),
     "Where": _where,
     "RNN": _recurrent,
     "LSTM": _recurrent,

@@ -33,7 +33,7 @@ class LeNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1, self.conv2 = nn.Conv2d(1, 4, 5, padding=2), nn.Conv2d(4, 6, 5)
-        self.fc1, self.fc2 = nn.Linear(6 * 2 * 2, 10), nn.Linear(10, CLASSES)
+        self.fc1, self.fc2 = nn.Linear(6 * 1 * 1, 10), nn.Linear(10, CLASSES)
 
     def forward(self, x):  # noqa: ANN001, ANN201
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
@@ -99,7 +99,7 @@ MODELS = {
 }
 
 
-def _export(net, shape: tuple, path, exporter: str) -> None:  # noqa: ANN001
+def _export(net, shape: tuple, path, exporter: str, opset: int = 20) -> None:  # noqa: ANN001
     example = torch.randn(2, *shape)
     if exporter == "torchscript":
         torch.onnx.export(
@@ -110,7 +110,7 @@ def _export(net, shape: tuple, path, exporter: str) -> None:  # noqa: ANN001
             input_names=["x"],
             output_names=["logits"],
             dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}},
-            opset_version=17,
+            opset_version=opset,
             training=torch.onnx.TrainingMode.TRAINING,  # batch statistics, as autograd's forward
             do_constant_folding=False,  # keep the weights as they are (no pre-transposed copies)
         )
@@ -122,6 +122,9 @@ def _export(net, shape: tuple, path, exporter: str) -> None:  # noqa: ANN001
                 net,
                 (example,),
                 dynamo=True,
+                # Its optimiser merges equal initializers (a fresh model's LayerNorm scales) and
+                # drops zero biases: it would tie or freeze parameters of the model to train.
+                optimize=False,
                 input_names=["x"],
                 output_names=["logits"],
                 dynamic_shapes=({0: batch},),
@@ -131,31 +134,40 @@ def _export(net, shape: tuple, path, exporter: str) -> None:  # noqa: ANN001
         program.save(str(path))
 
 
-def _torch_grads(net, params: dict, x: np.ndarray, y: np.ndarray) -> dict:  # noqa: ANN001
+def _torch_grads(net, params: dict, x: np.ndarray, y: np.ndarray, train: bool = True) -> dict:  # noqa: ANN001
     """PyTorch autograd's gradients of the mean cross-entropy, in float64, on ``params``
-    (pcgraph's names) mapped onto the module's parameters by value."""
-    net64 = copy.deepcopy(net).double().train()
+    (pcgraph's names) mapped onto the module's parameters: by name, else by value (the dynamo
+    exporter writes some weights pre-transposed under names of its own, ``val_12``)."""
+    net64 = copy.deepcopy(net).double().train(train)
     named = dict(net64.named_parameters())
-    mapping = {}
+    mapping = {}  # pcgraph name -> (PyTorch name, transposed)
     for name, value in params.items():
         if name in named and tuple(named[name].shape) == value.shape:
-            mapping[name] = name
+            mapping[name] = (name, False)
             continue
         same = [
-            k
+            (k, flip)
             for k, p in named.items()
-            if tuple(p.shape) == value.shape
-            and np.array_equal(p.detach().numpy(), value.astype(np.float64))
+            for flip in (False, True)
+            if (p.detach().numpy().T if flip else p.detach().numpy()).shape == value.shape
+            and np.array_equal((p.detach().numpy().T if flip else p.detach().numpy()), value)
         ]
         assert len(same) == 1, f"no single PyTorch parameter holds ONNX initializer {name!r}"
         mapping[name] = same[0]
-    assert sorted(mapping.values()) == sorted(named), "every PyTorch parameter is imported"
+    assert sorted(k for k, _ in mapping.values()) == sorted(named), "every parameter imported"
     with torch.no_grad():
         for name, value in params.items():
-            named[mapping[name]].copy_(torch.from_numpy(np.asarray(value, dtype=np.float64)))
+            k, flip = mapping[name]
+            v = torch.from_numpy(np.asarray(value, dtype=np.float64))
+            named[k].copy_(v.T if flip else v)
     loss = F.cross_entropy(net64(torch.from_numpy(x)), torch.from_numpy(y))
     loss.backward()
-    return {name: named[mapping[name]].grad.numpy() for name in params}
+    out = {}
+    for name in params:
+        k, flip = mapping[name]
+        grad = named[k].grad.numpy()
+        out[name] = grad.T if flip else grad
+    return out
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
@@ -172,7 +184,10 @@ def test_bp_and_zil_gradients_equal_pytorch_autograd(model: str, exporter: str, 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((B, *shape))
     y = rng.integers(0, CLASSES, size=B)
-    want = _torch_grads(net, params, x, y)
+    # The dynamo exporter writes batch norm in inference mode (running statistics) whatever
+    # the module's mode: the function in that file is PyTorch's eval-mode forward.
+    inference = exporter == "dynamo" and model == "resnet"
+    want = _torch_grads(net, params, x, y, train=not inference)
     batch = {g.inputs[0]: x, "y": y}
     for algorithm in ("bp", "zil"):
         got = pc.to_numpy(prog.grads(params, batch, algorithm=algorithm))
@@ -180,6 +195,26 @@ def test_bp_and_zil_gradients_equal_pytorch_autograd(model: str, exporter: str, 
             scale = max(1.0, float(np.max(np.abs(want[name]))))
             err = float(np.max(np.abs(got[name] - want[name])))
             assert err <= 1e-10 * scale, f"{algorithm} {name}: {err}"
+
+
+def test_gelu_in_its_erf_form_matches_to_the_rounding_of_the_files_constant(tmp_path) -> None:  # noqa: ANN001
+    """Before opset 20 the TorchScript exporter writes GELU as x * 0.5 * (1 + erf(x / c)) with
+    c = sqrt(2) rounded to float32 (relative error 2e-8): the file's function differs from
+    PyTorch's by that much, so the gradients agree to 1e-8, not 1e-10."""
+    torch.manual_seed(0)
+    net = Encoder("gelu").train()
+    path = tmp_path / "gelu17.onnx"
+    _export(net, (5, 8), path, "torchscript", opset=17)
+    g, params = pc.from_onnx(path, loss="softmax_cross_entropy")
+    assert "erf" in {g.node(n).op for n in g.nx}
+    prog = pc.compile(g, dtype="float64")
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((B, 5, 8)), rng.integers(0, CLASSES, size=B)
+    want = _torch_grads(net, params, x, y)
+    got = pc.to_numpy(prog.grads(params, {"x": x, "y": y}, algorithm="zil"))
+    for name in params:
+        scale = max(1.0, float(np.max(np.abs(want[name]))))
+        assert np.max(np.abs(got[name] - want[name])) <= 1e-8 * scale, name
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
@@ -198,7 +233,7 @@ def test_an_imported_network_trains_with_every_algorithm(exporter: str, tmp_path
     start = prog.loss(params, batch)
     for algorithm in ("bp", "zil", "il", "fpa", "il-prox", "ipc"):
         p = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-        opt = pc.optim.SGD(lr=0.05)
-        for _ in range(5):
+        opt = pc.optim.SGD(lr=0.01)
+        for _ in range(3):
             prog.train_step(p, batch, algorithm=algorithm, optimizer=opt)
         assert prog.loss(p, batch) < start, algorithm
