@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,14 @@ def export_pytorch_cnn(path: Path, seed: int) -> None:
             return self.fc2(F.relu(self.fc1(x.view(x.size(0), -1))))
 
     torch.manual_seed(seed)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        _export(torch, CNN(), path)
+
+
+def _export(torch, net, path: Path) -> None:  # noqa: ANN001
     torch.onnx.export(
-        CNN(),
+        net,
         (torch.zeros(1, 1, 28, 28),),
         str(path),
         dynamo=False,

@@ -118,7 +118,7 @@ def test_help_of_every_command(command: str, capsys: pytest.CaptureFixture) -> N
     code, out, _ = run([command, "--help"], capsys)
     assert code == 0
     assert "examples:" in out
-    if command not in ("reproduce", "evaluate"):  # the commands that take no model
+    if command not in ("reproduce", "evaluate", "export"):  # the commands that take no model
         assert "--model" in out and "--graph" in out
     for flag in {
         "reproduce": ["--quick", "--out", "accuracy"],
@@ -128,6 +128,7 @@ def test_help_of_every_command(command: str, capsys: pytest.CaptureFixture) -> N
         "draw": ["--out"],
         "verify": ["--directions", "--tol"],
         "evaluate": ["--run", "--data", "--test-limit"],
+        "export": ["--run", "--out"],
     }[command]:
         assert flag in out
 

@@ -653,3 +653,63 @@ def test_export_refuses_an_op_without_an_onnx_form(tmp_path) -> None:  # noqa: A
     with pytest.raises(pc.UnsupportedOperatorError, match="dropout"):
         pc.to_onnx(prog, prog.init_params(), tmp_path / "d.onnx", outputs=[h.name])
     assert not (tmp_path / "d.onnx").exists()
+
+
+def test_one_number_initializers_are_constants_unless_chosen_trainable() -> None:
+    b = Builder(np.float64)
+    x = b.input("x", (4,))
+    h = b.node("Mul", [b.node("MatMul", [x, b.weight("W", (4, 1))], "m"), b.weight("s", (1,))], "h")
+    b.node("Add", [h, b.weight("c", (1,))], "out")
+    model = b.model(["out"])
+    _, params = pc.from_onnx(model)
+    assert sorted(params) == ["W"]
+    _, params = pc.from_onnx(model, trainable=["W", "c"])
+    assert sorted(params) == ["W", "c"]
+    with pytest.raises(pc.FileFormatError, match="nope"):
+        pc.from_onnx(model, trainable=["nope"])
+
+
+# ------------------------------------------------------------------ the command line
+def test_cli_trains_an_onnx_model_and_exports_the_run(tmp_path, capsys) -> None:  # noqa: ANN001
+    from pcgraph import cli
+
+    pytest.importorskip("sklearn", reason="the digits data set needs scikit-learn")
+    b = Builder()
+    x = b.input("x", (64,))
+    h = b.node(
+        "Relu",
+        [b.node("Gemm", [x, b.weight("W1", (16, 64), 0.1), b.weight("b1", (16,))], "h0", transB=1)],
+        "h",
+    )
+    b.node("Gemm", [h, b.weight("W2", (16, 10), 0.1), b.weight("b2", (10,))], "logits")
+    path = tmp_path / "mine.onnx"
+    path.write_bytes(b.model(["logits"]).SerializeToString())
+    run = tmp_path / "run"
+    argv = ["train", "--graph", str(path), "--data", "digits", "--algorithm", "zil"]
+    argv += ["--epochs", "1", "--limit", "128", "--no-plot", "--out", str(run)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert cli.main(["verify", "--graph", str(path)]) == 0
+    out = tmp_path / "trained.onnx"
+    assert cli.main(["export", "--run", str(run), "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    g, params = pc.from_onnx(out, loss="softmax_cross_entropy")
+    prog = pc.compile(g)
+    ckpt = pc.load(
+        run / "checkpoint.npz", pc.compile(pc.from_onnx(path, loss="softmax_cross_entropy")[0])
+    )
+    np.testing.assert_array_equal(params["W1"], pc.to_numpy(ckpt.params["W1"]))  # trained weights
+    assert not np.array_equal(params["W1"], numpy_helper.to_array(b.inits[0]))  # not the start
+    feeds = {"x": np.random.default_rng(0).random((5, 64)).astype(np.float32)}
+    theirs = _session(onnx.load(out)).run(None, feeds)[0]
+    ours = pc.to_numpy(prog.evaluate(params, feeds, g.outputs[0]))
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-5)
+
+
+def test_cli_refuses_model_args_for_an_onnx_graph(tmp_path, capsys) -> None:  # noqa: ANN001
+    from pcgraph import cli
+
+    model, _ = _build("mlp-gemm", np.float32)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert cli.main(["schedule", "--graph", str(path), "--model-args", "a=1"]) == 2
+    assert "--model-args cannot apply to an ONNX model" in capsys.readouterr().err
