@@ -467,6 +467,19 @@ class _Importer:
             else:
                 inputs.append(self.values[name])
         attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if (
+            node.op_type in _RESHAPING
+            and inputs
+            and isinstance(inputs[0], _Filled)
+            and not any(isinstance(v, _Tensor) for v in inputs[1:])
+        ):
+            # A fill value (an RNN's zero state) reshaped on its way: the same fill value.
+            self.values.update({o: inputs[0] for o in node.output if o})
+            return
+        zero = [isinstance(v, _Filled) and v.value == 0 for v in inputs]
+        if any(zero) and node.op_type in ("MatMul", "Mul", "Add", "Sub", "Gemm"):
+            self.values[node.output[0]] = self._with_zero(node, inputs, zero, attrs)
+            return
         self.fresh = set()
         try:
             outs = handler(self, inputs, attrs, node)
@@ -487,7 +500,7 @@ class _Importer:
         for name, value in zip(node.output, outs):
             if not name:
                 continue
-            if not isinstance(value, (_Tensor, _Unread, np.ndarray)):
+            if not isinstance(value, (_Tensor, _Unread, _Filled, np.ndarray)):
                 value = np.asarray(value)  # a NumPy scalar, or a batch-size symbol
             if isinstance(value, np.ndarray) and value.dtype == object:
                 if not any(isinstance(v, BatchSize) for v in value.reshape(-1).tolist()):
@@ -500,6 +513,26 @@ class _Importer:
                 self.fresh.discard(value.node.name)
                 value = _Tensor(self._rename(value.node, name), value.layout)
             self.values[name] = value
+
+    def _with_zero(self, node: Any, inputs: list, zero: list, attrs: Mapping) -> Any:
+        """An arithmetic node reading the zeros of an RNN's initial state (PyTorch's dynamo
+        exporter writes h0 @ R + ... with h0 = zeros(batch, hidden)): its value without them."""
+        op = node.op_type
+        if op in ("MatMul", "Mul") or (op == "Gemm" and (len(inputs) < 3 or inputs[2] is None)):
+            return _Filled(0.0, None)
+        if op == "Gemm":
+            if zero[2] or attrs.get("beta", 1.0) != 1.0:
+                raise self.unsupported("a Gemm of zeros with a scaled bias")
+            return inputs[2]  # 0 @ B + C: the bias, the same for every example
+        a, b = inputs[0], inputs[1]
+        if zero[0] and zero[1]:
+            return _Filled(0.0, None)
+        if op == "Add":
+            return b if zero[0] else a
+        if zero[1]:  # a - 0
+            return a
+        t = self.tensor(b)
+        return _Tensor(self.op("neg", t.node), t.layout)
 
     def _rename(self, node: Any, wanted: str) -> Any:
         """Give a node made for this ONNX node the ONNX value's name, when it is free."""
@@ -522,6 +555,8 @@ class _Importer:
             return value
         if value is None:
             raise self.bad(f"the {what} is missing")
+        if isinstance(value, _Filled):
+            raise self.unsupported(f"the {what} is a constant as large as the batch")
         array = np.asarray(value)
         if array.dtype == object:
             raise self.unsupported(f"the {what} depends on the batch size")
@@ -803,7 +838,12 @@ def _constant(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
 
 def _shape(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
     x = xs[0]
-    dims = list(x.shape) if _is_const(x) else _dims(x.layout)
+    if isinstance(x, _Filled):
+        if x.dims is None:
+            raise imp.unsupported("the shape of zeros computed from the batch size")
+        dims = list(x.dims)
+    else:
+        dims = list(x.shape) if _is_const(x) else _dims(x.layout)
     start, end = attrs.get("start", 0), attrs.get("end", None)
     dims = dims[slice(start, end)]
     return np.array(dims, dtype=object if any(isinstance(d, BatchSize) for d in dims) else np.int64)
@@ -1364,10 +1404,12 @@ def _reciprocal(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
 
 def _constant_of_shape(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
     shape = _ints(xs[0], "shape", imp)
-    if math.prod(shape) > MAX_FOLDED_VALUES:
-        raise imp.bad(f"a constant of shape {shape} is too large")
     value = attrs.get("value")
     fill = imp.onnx.numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
+    if any(isinstance(d, BatchSize) for d in shape):
+        return _Filled(float(fill.reshape(-1)[0]), shape)
+    if math.prod(shape) > MAX_FOLDED_VALUES:
+        raise imp.bad(f"a constant of shape {shape} is too large")
     return np.full(shape, fill.reshape(-1)[0], dtype=fill.dtype)
 
 
@@ -1376,6 +1418,10 @@ def _expand(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
     shape = _ints(xs[1], "shape", imp)
     if not _is_const(x):
         raise imp.unsupported("expanding a computed tensor")
+    if any(isinstance(d, BatchSize) for d in shape):
+        if x.size and np.all(x == x.reshape(-1)[0]):
+            return _Filled(float(x.reshape(-1)[0]), shape)  # zeros(batch, ...): a fill value
+        raise imp.unsupported("expanding a constant that is not one value to the batch size")
     out = np.broadcast_shapes(x.shape, tuple(shape))
     if math.prod(out) > MAX_FOLDED_VALUES:
         raise imp.bad(f"a constant of shape {out} is too large")
@@ -1415,11 +1461,142 @@ def _where(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
     return np.where(*xs)
 
 
+_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+_DEFAULT_ACTIVATIONS = {
+    "RNN": ["Tanh"],
+    "GRU": ["Sigmoid", "Tanh"],
+    "LSTM": ["Sigmoid", "Tanh", "Tanh"],
+}
+
+
+_RESHAPING = {
+    "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Flatten", "Identity", "Cast", "CastLike",
+    "Expand", "Slice",
+}  # fmt: skip
+
+
+class _Filled:
+    """``ConstantOfShape`` of a shape holding the batch size (an RNN's zero initial state):
+    read as "no initial state" by the recurrent operators, refused anywhere else."""
+
+    def __init__(self, value: float, dims: list | None) -> None:
+        self.value, self.dims = value, dims
+
+
 def _recurrent(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
-    raise imp.unsupported(
-        f"operator {node.op_type!r}: recurrent operators are not expanded yet; build the "
-        "unrolled network with pcgraph.models (rnn_many_to_one, lstm_many_to_one) instead"
-    )
+    """RNN, GRU and LSTM unrolled over the sequence with pcgraph's ops, the same weight nodes
+    at every step (forward direction, default activations, no peepholes)."""
+    kind = node.op_type
+    gates = _GATES[kind]
+    xs = list(xs) + [None] * (8 - len(xs))
+    direction = _decode(attrs.get("direction", "forward"))
+    if direction != "forward":
+        raise imp.unsupported(f"attribute 'direction' = {direction!r} (only 'forward')")
+    acts = [_decode(a) for a in attrs.get("activations", _DEFAULT_ACTIVATIONS[kind])]
+    if acts != _DEFAULT_ACTIVATIONS[kind] or "activation_alpha" in attrs:
+        raise imp.unsupported(f"attribute 'activations' = {acts} (only the defaults)")
+    for name in ("clip", "input_forget"):
+        if attrs.get(name):
+            raise imp.unsupported(f"attribute {name!r}")
+    if xs[4] is not None:
+        raise imp.unsupported("the sequence_lens input (all sequences have the full length)")
+    if kind == "LSTM" and xs[7] is not None:
+        raise imp.unsupported("the peephole input P")
+    hidden = int(attrs["hidden_size"])
+    x = imp.tensor(xs[0], "input X")
+    seq_axis = 1 if attrs.get("layout", 0) else 0
+    if len(x.layout) != 3 or x.layout[1 - seq_axis] != BatchAxis():
+        raise imp.unsupported(
+            f"an input X of shape {_dims(x.layout)}: (seq, batch, features) or, with layout=1, "
+            "(batch, seq, features)"
+        )
+    steps = x.layout[seq_axis]
+
+    def matrix(v: Any, what: str) -> Any:  # (1, gates * hidden, k) -> (k, gates * hidden)
+        t = imp.tensor(v, what)
+        if _batched(t.layout) or len(t.layout) != 3 or t.layout[:2] != (1, gates * hidden):
+            raise imp.bad(f"the {what} must have shape (1, {gates * hidden}, k)")
+        return imp.op("transpose", imp.op("reshape", t.node, shape=t.layout[1:]))
+
+    w, r = matrix(xs[1], "weights W"), matrix(xs[2], "recurrence weights R")
+    wb = rb = None
+    if xs[3] is not None:
+        b = imp.tensor(xs[3], "bias B")
+        if _batched(b.layout) or b.layout != (1, 2 * gates * hidden):
+            raise imp.bad(f"the bias B must have shape (1, {2 * gates * hidden})")
+        flat = imp.op("reshape", b.node, shape=(2 * gates * hidden,))
+        wb = imp.op("slice", flat, start=0, stop=gates * hidden)
+        rb = imp.op("slice", flat, start=gates * hidden, stop=2 * gates * hidden)
+
+    def state(v: Any, what: str) -> Any:  # (1, batch, hidden) -> per example (hidden,)
+        if v is None or (isinstance(v, _Filled) and v.value == 0):
+            return None
+        t = imp.tensor(v, what)
+        if t.layout not in ((1, BatchAxis(), hidden), (BatchAxis(), 1, hidden)):
+            raise imp.unsupported(f"an initial {what} of shape {_dims(t.layout)}")
+        return imp.op("reshape", t.node, shape=(hidden,))
+
+    h, c = state(xs[5], "hidden state"), state(xs[6], "cell state")
+
+    def part(v: Any, k: int) -> Any:
+        return imp.op("slice", v, start=k * hidden, stop=(k + 1) * hidden, axis=-1)
+
+    def affine(v: Any, m: Any, bias: Any) -> Any:
+        return imp.op("linear", v, m, bias) if bias is not None else imp.op("matmul", v, m)
+
+    both = None if wb is None else imp.op("add", wb, rb)
+    outs = []
+    for t in range(steps):
+        xt = imp.op("index", x.node, i=t)
+        if kind == "GRU":
+            gx = affine(xt, w, wb)
+            gh = affine(h, r, rb) if h is not None else rb
+            z_in, r_in = part(gx, 0), part(gx, 1)
+            if gh is not None:
+                z_in, r_in = imp.op("add", z_in, part(gh, 0)), imp.op("add", r_in, part(gh, 1))
+            z, reset = imp.op("sigmoid", z_in), imp.op("sigmoid", r_in)
+            cand = part(gx, 2)
+            if attrs.get("linear_before_reset", 0):
+                if gh is not None:
+                    cand = imp.op("add", cand, imp.op("mul", reset, part(gh, 2)))
+            elif h is not None or rb is not None:
+                rh = None
+                if h is not None:
+                    r_cand = imp.op("slice", r, start=2 * hidden, stop=3 * hidden, axis=1)
+                    rh = imp.op("matmul", imp.op("mul", reset, h), r_cand)
+                extra = (
+                    rh
+                    if rb is None
+                    else (part(rb, 2) if rh is None else imp.op("add", rh, part(rb, 2)))
+                )
+                cand = imp.op("add", cand, extra)
+            cand = imp.op("tanh", cand)
+            keep = imp.op("mul", imp.op("sub", 1.0, z), cand)
+            h = keep if h is None else imp.op("add", keep, imp.op("mul", z, h))
+        else:
+            g = affine(xt, w, both)
+            if h is not None:
+                g = imp.op("add", g, imp.op("matmul", h, r))
+            if kind == "RNN":
+                h = imp.op("tanh", g)
+            else:  # LSTM gates in ONNX's order: input, output, forget, cell
+                i, o = imp.op("sigmoid", part(g, 0)), imp.op("sigmoid", part(g, 1))
+                f, cand = imp.op("sigmoid", part(g, 2)), imp.op("tanh", part(g, 3))
+                new = imp.op("mul", i, cand)
+                c = new if c is None else imp.op("add", imp.op("mul", f, c), new)
+                h = imp.op("mul", o, imp.op("tanh", c))
+        outs.append(h)
+
+    def shaped(v: Any, layout: Layout) -> _Tensor:
+        return imp.reshape_node(_Tensor(v, (BatchAxis(),) + tuple(v.shape)), layout)
+
+    lead = (steps, 1, BatchAxis()) if seq_axis == 0 else (BatchAxis(), steps, 1)
+    y = shaped(imp.op("stack", outs, axis=0), lead + (hidden,))
+    last = (1, BatchAxis(), hidden) if seq_axis == 0 else (BatchAxis(), 1, hidden)
+    results = [y, shaped(h, last)]
+    if kind == "LSTM":
+        results.append(shaped(c, last))
+    return results
 
 
 HANDLERS: dict[str, Callable] = {
@@ -1490,8 +1667,7 @@ HANDLERS: dict[str, Callable] = {
     "LSTM": _recurrent,
     "GRU": _recurrent,
 }
-# The recurrent operators are listed to refuse them with their own message, not as supported.
-SUPPORTED = tuple(sorted(k for k in HANDLERS if k not in ("RNN", "LSTM", "GRU")))
+SUPPORTED = tuple(sorted(HANDLERS))
 
 
 # --------------------------------------------------------------------------- export
