@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FileFormatError, GraphError, PCGraphError, UnsupportedOperatorError
+from .errors import (
+    FileFormatError,
+    GraphError,
+    MissingDependencyError,
+    PCGraphError,
+    UnsupportedOperatorError,
+)
 from .files import open_regular, read_bounded
 
 MAX_ONNX_BYTES = 1 << 30  # a model file (or all its external data) larger than this is refused
@@ -42,18 +48,14 @@ _INT_TYPES = {6: "int32", 7: "int64", 2: "uint8", 3: "int8", 4: "uint16", 5: "in
 
 
 def _onnx() -> Any:
-    """The ``onnx`` package, or ``UnsupportedOperatorError``'s sibling telling how to get it."""
+    """The ``onnx`` package, or ``MissingDependencyError`` naming the extra that installs it."""
     try:
-        import onnx  # noqa: PLC0415  (an optional dependency, imported when used)
+        import onnx  # an optional dependency, imported when used
     except ImportError:
-        raise OnnxMissingError(
+        raise MissingDependencyError(
             'reading and writing ONNX files needs the onnx package: pip install "pcgraph[onnx]"'
         ) from None
     return onnx
-
-
-class OnnxMissingError(PCGraphError, ImportError):
-    """The optional ``onnx`` package is not installed."""
 
 
 # --------------------------------------------------------------------------- the batch symbol

@@ -643,7 +643,7 @@ def test_a_folded_constant_too_large_is_refused() -> None:
 
 def test_without_the_onnx_package_the_error_names_the_extra(monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(ImportError, match=r"pip install \"pcgraph\[onnx\]\""):
+    with pytest.raises(pc.MissingDependencyError, match=r"pip install \"pcgraph\[onnx\]\""):
         pc.from_onnx("model.onnx")
 
 
