@@ -609,7 +609,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     graph, label = build_graph(args, INFO.get(args.data))
     task = make_task(args, graph, label, args.dtype)
     out = _out_dir(args, f"{label}-{args.algorithm}", resuming=bool(args.resume))
-    if not args.resume:
+    # An ONNX model's run reads the model file itself (its weights are the starting point).
+    if not args.resume and not str(args.graph or "").endswith(".onnx"):
         try:
             atomic_write_text(out / "graph.json", graph_to_json(graph))
         except PCGraphError as e:

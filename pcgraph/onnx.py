@@ -1121,9 +1121,7 @@ def _gemm(imp: _Importer, xs: list, attrs: Mapping, node: Any) -> Any:
         if (
             tc.layout in ((n,), (1, n))
             and not _batched(tc.layout)
-            and _batched(a.layout)
-            and isinstance(a.layout[0], BatchAxis)
-            and a.layout[0] == BatchAxis()
+            and isinstance(a.layout[0], BatchAxis)  # rows: the batch, maybe merged with more
         ):
             bias = tc.node if tc.layout == (n,) else imp.op("reshape", tc.node, shape=(n,))
             if beta != 1.0:
@@ -1720,7 +1718,15 @@ def _ex_gelu(ex: _Exporter, spec: Any, xs: list[str], lead: int) -> None:
 
 
 def _ex_linear(ex: _Exporter, spec: Any, xs: list[str], lead: int) -> None:
-    ex.emit("Add", [ex.emit("MatMul", xs[:2]), xs[2]], spec.name)
+    x = ex.prog.compiled.nodes[spec.operands[0]]
+    if not x.batched:
+        ex.emit("Add", [ex.emit("MatMul", xs[:2]), xs[2]], spec.name)
+    elif len(x.shape) == 1:  # (batch, in): a Gemm, which imports back as linear
+        ex.emit("Gemm", xs, spec.name)
+    else:  # (batch, ..., in): rows of a Gemm, and back
+        rows = ex.emit("Reshape", [xs[0], ex.constant([-1, x.shape[-1]], "shape", np.int64)])
+        out = ex.constant([-1, *spec.shape], "shape", np.int64)
+        ex.emit("Reshape", [ex.emit("Gemm", [rows, *xs[1:]]), out], spec.name)
 
 
 def _ex_reduce(op_type: str) -> Callable:

@@ -685,8 +685,10 @@ def test_export_round_trip_runs_in_onnxruntime_as_in_pcgraph(
     scale = max(1.0, float(np.max(np.abs(want))))
     got = _session(model).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale)
-    if key in READ_BACK:  # imported back: the same function again
+    if key in READ_BACK:  # imported back: the same function again, dense layers as linear
         g2, params2 = pc.from_onnx(path, loss="mse")
+        ops = lambda graph: sorted(op for _, op in graph.nx.nodes(data="op") if op == "linear")  # noqa: E731
+        assert ops(g2) == ops(g)
         prog2 = pc.compile(g2, dtype=dtype)
         again = pc.to_numpy(prog2.evaluate(params2, {"x": x}, g2.outputs[0]))
         np.testing.assert_allclose(again, want, rtol=0, atol=tol * scale)
