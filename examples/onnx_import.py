@@ -2,7 +2,7 @@
 trained on MNIST with Z-IL and backprop side by side (identical), then with IL, and exported
 back to ONNX to run in onnxruntime.
 
-    python examples/onnx_import.py            # 10000 images, 1 epoch (~1 min on 2 cores)
+    python examples/onnx_import.py            # 3000 images, 1 epoch (1-2 min on 2 cores)
     python examples/onnx_import.py --quick    # 512 images, 1 epoch (seconds)
 
 The three lines from a PyTorch model to Z-IL training::
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="512 training images, 1 epoch")
     p.add_argument("--epochs", type=positive_int, default=1, help="default: 1")
     p.add_argument(
-        "--train-size", type=positive_int, default=None, help="default: 10000 (512 with --quick)"
+        "--train-size", type=positive_int, default=None, help="default: 3000 (512 with --quick)"
     )
     p.add_argument(
         "--test-size", type=positive_int, default=None, help="default: 2000 (500 with --quick)"
@@ -92,7 +92,7 @@ def _export(torch, net, path: Path) -> None:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    train_size = args.train_size or (512 if args.quick else 10000)
+    train_size = args.train_size or (512 if args.quick else 3000)
     test_size = args.test_size or (500 if args.quick else 2000)
     try:
         import onnxruntime
