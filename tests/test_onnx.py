@@ -763,3 +763,19 @@ def test_cli_refuses_model_args_for_an_onnx_graph(tmp_path, capsys) -> None:  # 
     path.write_bytes(model.SerializeToString())
     assert cli.main(["schedule", "--graph", str(path), "--model-args", "a=1"]) == 2
     assert "--model-args cannot apply to an ONNX model" in capsys.readouterr().err
+
+
+def test_shapes_beyond_the_graph_limits_are_refused_before_anything_is_allocated() -> None:
+    b = Builder()
+    b.inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1 << 40]))
+    b.node("Relu", ["x"], "y")
+    with pytest.raises(pc.FileFormatError, match="more than"):
+        pc.from_onnx(b.model(["y"]))
+
+
+def test_a_reshape_that_contradicts_its_operand_names_the_node() -> None:
+    b = Builder()
+    x = b.input("x", (6,))
+    b.node("Reshape", [x, b.const([0, 4], "s", np.int64)], "y")
+    with pytest.raises(pc.FileFormatError, match=r"node .Reshape_0. \(Reshape\): cannot reshape"):
+        pc.from_onnx(b.model(["y"]))
