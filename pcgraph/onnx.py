@@ -309,6 +309,7 @@ class _Importer:
         self.node_label = ""
         self.fresh: set[str] = set()  # the nodes made for the ONNX node being imported
         self.trainable = trainable
+        self.batch_zero: Any = None  # 0 * sum(first float input): zeros, one per example
 
     # ------------------------------------------------------------------ errors
     def unsupported(self, what: str) -> UnsupportedOperatorError:
@@ -480,8 +481,11 @@ class _Importer:
             return
         zero = [isinstance(v, _Filled) and v.value == 0 for v in inputs]
         if any(zero) and node.op_type in ("MatMul", "Mul", "Add", "Sub", "Gemm"):
-            self.values[node.output[0]] = self._with_zero(node, inputs, zero, attrs)
-            return
+            value = self._with_zero(node, inputs, zero, attrs)
+            if value is not None:
+                self.values[node.output[0]] = value
+                return
+            inputs = [self.tensor(v) if isinstance(v, _Filled) else v for v in inputs]
         self.fresh = set()
         try:
             outs = handler(self, inputs, attrs, node)
@@ -517,24 +521,23 @@ class _Importer:
             self.values[name] = value
 
     def _with_zero(self, node: Any, inputs: list, zero: list, attrs: Mapping) -> Any:
-        """An arithmetic node reading the zeros of an RNN's initial state (PyTorch's dynamo
-        exporter writes h0 @ R + ... with h0 = zeros(batch, hidden)): its value without them."""
+        """An arithmetic node reading zeros as large as the batch (PyTorch's dynamo exporter
+        writes h0 @ R + b with h0 = zeros(1, batch, hidden)): its value when the zeros simply
+        drop out, else None (the zeros are then made as a batched node, ``tensor``)."""
         op = node.op_type
-        if op in ("MatMul", "Mul") or (op == "Gemm" and (len(inputs) < 3 or inputs[2] is None)):
-            return _Filled(0.0, None)
-        if op == "Gemm":
-            if zero[2] or attrs.get("beta", 1.0) != 1.0:
-                raise self.unsupported("a Gemm of zeros with a scaled bias")
-            return inputs[2]  # 0 @ B + C: the bias, the same for every example
         a, b = inputs[0], inputs[1]
-        if zero[0] and zero[1]:
-            return _Filled(0.0, None)
-        if op == "Add":
-            return b if zero[0] else a
-        if zero[1]:  # a - 0
-            return a
-        t = self.tensor(b)
-        return _Tensor(self.op("neg", t.node), t.layout)
+        f, other = (a, b) if zero[0] else (b, a)
+        if op == "MatMul" and f.dims is not None and not (zero[0] and zero[1]):
+            left = f.dims if zero[0] else _shape_of(a)
+            right = _shape_of(b) if zero[0] else f.dims
+            return _Filled(0.0, _matmul_dims(left, right))
+        if op in ("Add", "Sub") and not (zero[0] and zero[1]):
+            covers = isinstance(other, _Tensor) and _batched(other.layout)
+            if covers and f.dims is not None and len(other.layout) >= len(f.dims):
+                if op == "Add" or zero[1]:
+                    return other  # x + 0, 0 + x, x - 0
+                return _Tensor(self.op("neg", other.node), other.layout)  # 0 - x
+        return None
 
     def _rename(self, node: Any, wanted: str) -> Any:
         """Give a node made for this ONNX node the ONNX value's name, when it is free."""
@@ -558,12 +561,29 @@ class _Importer:
         if value is None:
             raise self.bad(f"the {what} is missing")
         if isinstance(value, _Filled):
-            raise self.unsupported(f"the {what} is a constant as large as the batch")
+            return self._batch_constant(value, what)
         array = np.asarray(value)
         if array.dtype == object:
             raise self.unsupported(f"the {what} depends on the batch size")
         node = self._build(lambda: self.g.const(np.array(array, dtype=np.float64)))
         return _Tensor(node, tuple(int(n) for n in array.shape))
+
+    def _batch_constant(self, value: _Filled, what: str) -> _Tensor:
+        """A constant as large as the batch (zeros(batch, hidden)) as a batched node:
+        ``0 * sum(x) + value`` per example, x the first float input (its gradient is 0)."""
+        dims = value.dims
+        if dims is None or [type(d) for d in dims].count(BatchSize) != 1:
+            raise self.unsupported(f"the {what} is a constant whose size depends on the batch")
+        if any(isinstance(d, BatchSize) and d.coef != 1 for d in dims):
+            raise self.unsupported(f"the {what} is a constant merged with the batch axis")
+        layout = tuple(BatchAxis() if isinstance(d, BatchSize) else int(d) for d in dims)
+        if self.batch_zero is None:
+            floats = [n for n in self.g.inputs if self.g.node(n).dtype == "float"]
+            if not floats:
+                raise self.unsupported(f"the {what} is as large as the batch, with no float input")
+            self.batch_zero = self.op("mul", self.op("sum", floats[0]), 0.0)
+        fill = np.full(_pc_shape(layout), value.value)
+        return _Tensor(self.op("add", self.batch_zero, fill), layout)
 
     def checked(self, t: _Tensor) -> _Tensor:
         """``t``, after checking that its node's shape is what its layout says."""
@@ -705,6 +725,24 @@ def _float64(v: np.ndarray) -> np.ndarray:
     a scale such as sqrt(1 / sqrt(d)) is then as exact as the reference's double arithmetic,
     not rounded to the file's float32 at every step."""
     return v.astype(np.float64) if v.dtype.kind == "f" and v.dtype != np.float64 else v
+
+
+def _matmul_dims(a: list, b: list) -> list:
+    """NumPy matmul's output dims (the batch size symbol broadcasting as any size)."""
+    if len(b) == 1:
+        return list(a[:-1])
+    if len(a) == 1:
+        return list(b[:-2]) + list(b[-1:])
+    la, lb = list(a[:-2]), list(b[:-2])
+    n = max(len(la), len(lb))
+    la, lb = [1] * (n - len(la)) + la, [1] * (n - len(lb)) + lb
+    lead = [y if (not isinstance(x, BatchSize) and x == 1) else x for x, y in zip(la, lb)]
+    return lead + [a[-2], b[-1]]
+
+
+def _shape_of(v: Any) -> list:
+    """The ONNX dims of a constant or a tensor (``BatchSize`` for the batch axis)."""
+    return list(v.shape) if isinstance(v, np.ndarray) else _dims(v.layout)
 
 
 def _is_const(v: Any) -> bool:

@@ -371,6 +371,23 @@ def recurrent(kind: str, layout: int = 0, **attrs: object):  # noqa: ANN201
     return build
 
 
+def batch_sized_constants(b: Builder) -> list[str]:
+    """zeros(batch, 5) @ R + b and 2 * ones(batch, 5), as PyTorch's dynamo exporter writes an
+    RNN's zero initial state: constants as large as the batch."""
+    x = b.input("x", (5,))
+    n = b.node("Gather", [b.node("Shape", [x], "shape"), b.const(0, "zero", np.int64)], "n", axis=0)
+    n1 = b.node("Unsqueeze", [n, b.const([0], "ax0", np.int64)], "n1")
+    shape = b.node("Concat", [n1, b.const([5], "five", np.int64)], "shape2", axis=0)
+    zeros = b.node("Expand", [b.const(0.0, "z"), shape], "zeros")
+    twos = b.node("Expand", [b.const(2.0, "two"), shape], "twos")
+    h = b.node(
+        "Add", [b.node("MatMul", [zeros, b.weight("R", (5, 5))], "zR"), b.weight("c", (5,))], "zRc"
+    )
+    x0 = b.node("MatMul", [b.node("Sub", [x, zeros], "x0"), "R"], "xR")  # R read by x too
+    h = b.node("Add", [h, x0], "h")
+    return [b.node("Tanh", [b.node("Mul", [h, twos], "h2")], "out")]
+
+
 CASES = {
     "mlp-gemm": mlp_gemm,
     "matmul-elementwise": matmul_elementwise,
@@ -386,6 +403,7 @@ CASES = {
     "embedding": embedding,
     "split-slice-concat": split_slice_concat,
     "fixed-batch": fixed_batch,
+    "batch-sized-constants": batch_sized_constants,
     "rnn": recurrent("RNN"),
     "gru": recurrent("GRU", linear_before_reset=1),
     "gru-reset-after": recurrent("GRU"),

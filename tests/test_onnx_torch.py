@@ -189,12 +189,6 @@ def _torch_grads(net, params: dict, x: np.ndarray, y: np.ndarray, train: bool = 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 @pytest.mark.parametrize("model", MODELS)
 def test_bp_and_zil_gradients_equal_pytorch_autograd(model: str, exporter: str, tmp_path) -> None:  # noqa: ANN001
-    if (model, exporter) == ("rnn", "dynamo"):
-        pytest.skip(
-            "known gap: the dynamo exporter unrolls nn.RNN itself, adding the recurrent bias to "
-            "h0 @ R with h0 = zeros(1, batch, hidden); the importer reads such zeros only as an "
-            "RNN operator's initial state, so the bias would need a per-example constant"
-        )
     torch.manual_seed(0)
     make, shape = MODELS[model]
     net = make().train()
