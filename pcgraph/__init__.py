@@ -41,10 +41,12 @@ from .errors import (  # noqa: E402
     FeedError,
     FileFormatError,
     GraphError,
+    MissingDependencyError,
     NumericalError,
     OptionError,
     PCGraphError,
     ShapeError,
+    UnsupportedOperatorError,
 )
 from .graph import DSL, Graph, Node, dsl_function, flatten, layer, one_hot, split  # noqa: E402
 from .graph_file import (  # noqa: E402
@@ -54,6 +56,7 @@ from .graph_file import (  # noqa: E402
     load_graph,
     save_graph,
 )
+from .onnx import from_onnx, to_onnx  # noqa: E402  (imports onnx only when called)
 from .ops import OPS  # noqa: E402
 from .program import Program, compile  # noqa: E402
 
@@ -114,5 +117,9 @@ __all__ = [
     "OptionError",
     "NumericalError",
     "FileFormatError",
+    "UnsupportedOperatorError",
+    "MissingDependencyError",
+    "from_onnx",
+    "to_onnx",
     *DSL,
 ]

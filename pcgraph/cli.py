@@ -263,6 +263,14 @@ def build_graph(args: argparse.Namespace, info: tuple | None = None) -> tuple[An
             if model_args:
                 raise OptionError("--model-args cannot apply to a JSON graph file")
             return load_graph(args.graph), Path(args.graph).stem
+        if args.graph.endswith(".onnx"):
+            from .onnx import from_onnx
+
+            if model_args:
+                raise OptionError("--model-args cannot apply to an ONNX model")
+            # The data sets are labelled classes: the first output's logits get the loss.
+            graph, _ = from_onnx(args.graph, loss="softmax_cross_entropy")
+            return graph, Path(args.graph).stem
         fn, label = _load_user_function(args.graph)
         return _call_builder(fn, model_args, info, label), label
     models = _zoo()
@@ -399,7 +407,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     graph, label = build_graph(args, INFO.get(args.data))
     task = make_task(args, graph, args.dtype)
     out = _out_dir(args, f"{label}-{args.algorithm}", resuming=bool(args.resume))
-    if not args.resume:
+    # An ONNX model's run reads the model file itself (its weights are the starting point).
+    if not args.resume and not str(args.graph or "").endswith(".onnx"):
         try:
             atomic_write_text(out / "graph.json", graph_to_json(graph))
         except PCGraphError as e:
@@ -546,6 +555,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(
             f"  {args.data} {part}: {len(y)} examples, loss {loss:.6f}, accuracy {_fmt(acc, '.4f')}"
         )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import compile as compile_graph
+    from .checkpoint import load
+    from .data import INFO
+    from .onnx import to_onnx
+
+    run_dir = Path(args.run_dir)
+    out = args.out
+    _run_config(args, run_dir, "--run")
+    graph, label = build_graph(args, INFO.get(args.data))
+    prog = compile_graph(graph, backend="numpy", dtype=args.dtype)
+    ckpt = load(run_dir / "checkpoint.npz", prog)
+    path = to_onnx(prog, ckpt.params, out)
+    print(
+        f"wrote {path}: {label} as trained with {ckpt.meta.get('algorithm', '?')} (epoch "
+        f"{ckpt.meta.get('epoch', '?')}), input(s) {', '.join(prog.inputs)}, output "
+        f"{prog.prediction_node()!r}, {args.dtype}"
+    )
     return 0
 
 
@@ -777,11 +807,12 @@ def _model_options(
     )
     which.add_argument(
         "--graph",
-        metavar="FILE.py:FUNCTION|FILE.json",
+        metavar="FILE.py:FUNCTION|FILE.json|FILE.onnx",
         help="your own graph: a Python file and the function in it that returns a pc.Graph "
         "(default function: build; the file's top-level code RUNS, as any Python import "
-        "does), or a JSON graph file written by pc.save_graph (read as data, runs no code; "
-        "neither does --model)",
+        "does), a JSON graph file written by pc.save_graph or an ONNX model (read as data, "
+        "run no code; neither does --model; an ONNX model's first output gets a "
+        "softmax_cross_entropy loss and starts from the model's weights)",
     )
     g.add_argument(
         "--model-args",
@@ -999,6 +1030,19 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     d.add_argument("--limit", type=_positive_int, metavar="N", help="the first N train examples")
     d.add_argument(
         "--test-limit", type=_positive_int, metavar="N", help="the first N test examples"
+    )
+
+
+def _configure_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run", dest="run_dir", required=True, metavar="RUN_DIR", help="a folder written by train"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.onnx",
+        help="the ONNX model to write (the forward graph up to the prediction, with the "
+        "checkpoint's parameters; needs the onnx package: pip install 'pcgraph[onnx]')",
     )
 
 
@@ -1296,6 +1340,15 @@ COMMANDS: dict[str, Command] = {
             "pcgraph evaluate --run runs/lenet-zil --data mnist --test-limit 1000",
         ),
     ),
+    "export": Command(
+        "write a trained run's model as ONNX",
+        "Load a run folder written by train (its graph and last checkpoint) and write the\n"
+        "forward graph, up to the node predictions are read from, as an ONNX model with the\n"
+        "trained parameters, checked with onnx.checker and written atomically.",
+        _configure_export,
+        cmd_export,
+        ("pcgraph export --run runs/mlp-bp --out runs/mlp.onnx",),
+    ),
     "schedule": Command(
         "print an algorithm's compiled schedule",
         "Compile the model and print the schedule of --algorithm, one step per line.",
@@ -1328,6 +1381,7 @@ COMMANDS: dict[str, Command] = {
         cmd_verify,
         (
             "pcgraph verify --graph examples/my_model.py:build",
+            "pcgraph verify --graph runs/mlp.onnx",
             "pcgraph verify --model lenet --data mnist",
         ),
     ),

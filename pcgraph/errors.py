@@ -35,6 +35,15 @@ class FileFormatError(PCGraphError, ValueError):
     """A checkpoint or graph file is truncated, corrupted, hostile or for another graph."""
 
 
+class MissingDependencyError(PCGraphError, ImportError):
+    """An optional package a feature needs is not installed; the message names the extra."""
+
+
+class UnsupportedOperatorError(FileFormatError):
+    """A model file uses an operator or attribute pcgraph cannot express; the message names
+    the node, the operator and the attribute, and lists what is supported."""
+
+
 __all__ = [
     "PCGraphError",
     "GraphError",
@@ -44,4 +53,6 @@ __all__ = [
     "OptionError",
     "NumericalError",
     "FileFormatError",
+    "UnsupportedOperatorError",
+    "MissingDependencyError",
 ]

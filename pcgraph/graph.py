@@ -204,6 +204,8 @@ class Graph:
     def __init__(self, name: str = "graph") -> None:
         self.name = name
         self.nx = nx.MultiDiGraph(name=name, loss=None)
+        # Nodes the graph hands out besides its loss (an imported ONNX model's outputs).
+        self.outputs: list[str] = []
 
     # ------------------------------------------------------------------ leaves
     def _new(self, name: str, **data: Any) -> Node:

