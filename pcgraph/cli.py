@@ -398,8 +398,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     optimizer = make_optimizer(args)
     graph, label = build_graph(args, INFO.get(args.data))
     task = make_task(args, graph, args.dtype)
-    out = _out_dir(args, f"{label}-{args.algorithm}", resuming=bool(args.resume))
-    if not args.resume:
+    comm = _world(args)
+    writer = comm is None or comm.rank == 0  # --distributed: rank 0 alone writes the run
+    out = (
+        _out_dir(args, f"{label}-{args.algorithm}", resuming=bool(args.resume))
+        if writer
+        else Path(args.out or ".")
+    )
+    if not args.resume and writer:
         try:
             atomic_write_text(out / "graph.json", graph_to_json(graph))
         except PCGraphError as e:
@@ -408,7 +414,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = compare.Run(args.algorithm, task.prog.init_params(seed=args.seed), optimizer, options)
     run.schedule = make_schedule(args, len(task.data.y_train))
     stopper = compare.EarlyStopping(args.early_stopping) if args.early_stopping else None
-    board = TensorBoard(out) if args.tensorboard else None
+    board = TensorBoard(out) if args.tensorboard and writer else None
     first = 1
     if args.resume:
         first = _restore(out, task, run, optimizer, history)
@@ -422,10 +428,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         + (f", from epoch {first}" if args.resume else "")
     )
     for epoch, rows in train_epochs(
-        task, [run], args.epochs, args.batch_size, args.seed, first, args.progress
+        task, [run], args.epochs, args.batch_size, args.seed, first, args.progress, comm
     ):
         row = rows[args.algorithm]
         history.append(row)
+        if getattr(args, "on_epoch", None) is not None:  # a sweep's trial reports each epoch
+            args.on_epoch(row)
         stop = stopper is not None and stopper.update(row["val_loss"])
         if board is not None:
             board.write([row])
@@ -435,7 +443,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{row['train_seconds']:.2f} s",
             flush=True,
         )
-        write_metrics(out, history, config)
         meta = {
             "epoch": epoch,
             "step": run.step,
@@ -446,7 +453,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             "data": args.data,
             "seed": args.seed,
         }
-        save(out / "checkpoint.npz", run.params, optimizer.state_dict(), meta, program=task.prog)
+        if writer:
+            write_metrics(out, history, config)
+            save(
+                out / "checkpoint.npz", run.params, optimizer.state_dict(), meta, program=task.prog
+            )
         if stop:
             print(
                 f"early stopping: the validation loss has not improved for "
@@ -458,7 +469,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         board.close()
         print(f"wrote TensorBoard scalars to {board.root} (tensorboard --logdir {board.root})")
     print(f"wrote {out / 'metrics.csv'}, {out / 'metrics.json'}, {out / 'checkpoint.npz'}")
-    if not args.no_plot:
+    if not args.no_plot and writer:
         from . import plots
 
         title = f"{label}: {args.algorithm} on {args.data}"
@@ -583,7 +594,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     make_optimizer(args)  # check the settings before loading anything
     graph, label = build_graph(args, INFO.get(args.data))
     task = make_task(args, graph, args.dtype)
-    out = _out_dir(args, f"compare-{label}")
+    comm = _world(args)
+    writer = comm is None or comm.rank == 0  # --distributed: rank 0 alone writes the run
+    out = _out_dir(args, f"compare-{label}") if writer else Path(args.out or ".")
     runs = compare.same_start(
         task.prog, algorithms, lambda: make_optimizer(args), args.seed, options
     )
@@ -599,9 +612,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = _config(args, "compare", label)
     rows: list[dict[str, Any]] = []
     width = max(9, *(len(a) for a in algorithms))
-    board = TensorBoard(out) if args.tensorboard else None
+    board = TensorBoard(out) if args.tensorboard and writer else None
     for epoch, latest in train_epochs(
-        task, list(runs.values()), args.epochs, args.batch_size, args.seed, progress=args.progress
+        task,
+        list(runs.values()),
+        args.epochs,
+        args.batch_size,
+        args.seed,
+        progress=args.progress,
+        comm=comm,
     ):
         if board is not None:
             board.write(latest.values())
@@ -620,11 +639,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"{row['max_abs_diff_vs_bp']:>13.3g}  {row['train_seconds']:>7.2f}",
                 flush=True,
             )
-        write_metrics(out, rows, config)
+        if writer:
+            write_metrics(out, rows, config)
     if board is not None:
         board.close()
     print(f"wrote {out / 'metrics.csv'}, {out / 'metrics.json'}")
-    if not args.no_plot:
+    if not args.no_plot and writer:
         from . import plots
 
         title = f"{label} on {args.data}: {', '.join(algorithms)} from the same start"
@@ -941,6 +961,13 @@ def _training_options(p: argparse.ArgumentParser, out_default: str, several: boo
             metavar="PATIENCE",
             help="stop when the validation loss has not improved for PATIENCE epochs",
         )
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training over the processes `mpiexec -n N` started (pip install "
+        "'pcgraph[mpi]'): each takes its shard of every batch, --batch-size stays the global "
+        "batch, and the result is one process's; rank 0 alone writes the run folder",
+    )
     g.add_argument(
         "--predict",
         metavar="NODE",
@@ -1365,7 +1392,27 @@ COMMANDS: dict[str, Command] = {
         cmd_complete,
         ("pcgraph complete --run runs/generator --mask top-half --out completed.png",),
     ),
+    "sweep": Command(
+        "sweep hyper-parameters on Ray Tune, each trial a train run",
+        "Run a grid or random search over train options, algorithm options, model arguments\n"
+        "and seeds on Ray Tune (pip install 'pcgraph[sweep]'): every trial is a train run in\n"
+        "OUT/trials/NAME. Writes sweep.csv (one row per trial), sweep.png (the metric against\n"
+        "each swept hyper-parameter) and prints the best configuration. --resume OUT continues\n"
+        "an interrupted sweep; --address joins a Ray cluster instead of starting Ray here.",
+        lambda p: _sweep_module().configure(p),
+        lambda args: _sweep_module().cmd_sweep(args),
+        (
+            "pcgraph sweep --model mlp --data digits --algorithm il --grid rate=0.05,0.2 "
+            "--grid lr=0.05,0.1 --epochs 2 --out runs/sweep",
+        ),
+    ),
 }
+
+
+def _sweep_module() -> Any:
+    from . import sweep
+
+    return sweep
 
 
 class _Parser(argparse.ArgumentParser):
@@ -1412,7 +1459,41 @@ def _show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 an error)."""
+    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 an error).
+    Under ``--distributed``, a rank that fails stops every rank (``MPI_Abort``)."""
+    status = _main(argv)
+    from .distributed import current
+
+    comm = current()
+    if status != 0 and comm is not None and comm.distributed:
+        print(
+            f"{PROG}: rank {comm.rank} of {comm.size} failed: stopping every rank", file=sys.stderr
+        )
+        comm.abort(status)
+    return status
+
+
+def _world(args: argparse.Namespace) -> Any:
+    """``--distributed``: the ranks (``pc.distributed.world()``), rank 0 alone printing; else
+    None."""
+    if not getattr(args, "distributed", False):
+        return None
+    from .distributed import world
+
+    comm = world()
+    if not comm.distributed:
+        print(
+            "note: --distributed, but this is one process (start it with mpiexec -n N; "
+            "mpi4py: pip install 'pcgraph[mpi]'): training alone",
+            file=sys.stderr,
+        )
+    elif comm.rank > 0:  # the other ranks train in silence
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
+        args.progress = False
+    return comm
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

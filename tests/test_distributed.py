@@ -92,6 +92,58 @@ def test_a_rank_that_raises_stops_every_rank_with_its_message(tmp_path: Path) ->
     assert "aborting every rank" in proc.stderr
 
 
+# ------------------------------------------------------------------ the command line
+RUN = ["--model", "mlp", "--model-args", "sizes=(64,16,10)", "--data", "digits", "--limit", "307"]
+RUN += ["--test-limit", "50", "--epochs", "2", "--batch-size", "50", "--dtype", "float64"]
+
+
+def _cli(n: int, argv: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'pcgraph[mpi]')")
+    mpiexec = _mpiexec()
+    if mpiexec is None:
+        pytest.skip("no mpiexec (pip install 'pcgraph[mpi]' brings MPICH's)")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    command = [mpiexec, "-n", str(n), sys.executable, "-m", "pcgraph.cli", *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_mpiexec_pcgraph_train_distributed_ends_where_one_process_does(tmp_path: Path) -> None:
+    from pcgraph import cli
+
+    argv = ["train", *RUN, "--algorithm", "il", "--no-plot", "--no-progress"]
+    proc = _cli(3, [*argv, "--distributed", "--out", str(tmp_path / "three")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("epoch   2/2") == 1  # rank 0 alone prints
+    assert cli.main([*argv, "--out", str(tmp_path / "one")]) == 0
+    prog = pc.compile(pc.load_graph(tmp_path / "one" / "graph.json"), dtype="float64")
+    one = pc.load(tmp_path / "one" / "checkpoint.npz", prog).params
+    three = pc.load(tmp_path / "three" / "checkpoint.npz", prog).params
+    assert pc.compare.max_abs_diff(three, one) <= 1e-12
+    rows = [
+        json.loads((tmp_path / d / "metrics.json").read_text())["epochs"] for d in ("one", "three")
+    ]
+    assert [r["test_acc"] for r in rows[0]] == [r["test_acc"] for r in rows[1]]
+
+
+def test_mpiexec_pcgraph_compare_distributed_runs_every_algorithm(tmp_path: Path) -> None:
+    argv = ["compare", *RUN, "--algorithms", "bp,zil,il", "--no-plot", "--distributed"]
+    proc = _cli(2, [*argv, "--out", str(tmp_path / "cmp")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "cmp" / "metrics.json").read_text())["epochs"]
+    zil = [r for r in rows if r["algorithm"] == "zil"]
+    assert len(zil) == 2 and all(r["max_abs_diff_vs_bp"] < 1e-10 for r in zil)
+
+
+def test_a_command_failing_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "metrics.csv").write_text("")  # rank 0 refuses the folder
+    argv = ["train", *RUN, "--distributed", "--out", str(tmp_path / "taken")]
+    proc = _cli(2, argv, timeout=120)  # the other rank waits in a collective: a hang times out
+    assert proc.returncode != 0
+    assert "already holds a run" in proc.stderr and "stopping every rank" in proc.stderr
+
+
 # ------------------------------------------------------------------ without MPI
 def test_world_outside_a_launcher_is_one_process_alone() -> None:
     comm = pc.distributed.world()
