@@ -432,8 +432,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     ):
         row = rows[args.algorithm]
         history.append(row)
-        if getattr(args, "on_epoch", None) is not None:  # a sweep's trial reports each epoch
-            args.on_epoch(row)
         stop = stopper is not None and stopper.update(row["val_loss"])
         if board is not None:
             board.write([row])
@@ -458,6 +456,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             save(
                 out / "checkpoint.npz", run.params, optimizer.state_dict(), meta, program=task.prog
             )
+        if getattr(args, "on_epoch", None) is not None:  # a sweep's trial: after the checkpoint,
+            args.on_epoch(row)  # since its scheduler may stop the trial here
         if stop:
             print(
                 f"early stopping: the validation loss has not improved for "
