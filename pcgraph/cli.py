@@ -1284,6 +1284,38 @@ def _configure_complete(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _configure_sweep(p: argparse.ArgumentParser) -> None:
+    from .sweep import add_options
+
+    add_options(p)
+    _model_options(p, "digits", required=False)  # or SPEC.toml
+    _compile_options(p)
+    _training_options(p, "runs/sweep", several=False)
+
+
+def parse_grid(items: Sequence[str] | None) -> dict[str, list]:
+    """``--grid KEY=V1,V2`` items into ``{key: [v1, v2]}`` (values as ``parse_value``)."""
+    out: dict[str, list] = {}
+    for item in items or []:
+        key, sep, rest = item.partition("=")
+        key, values = key.strip(), [parse_value(v) for v in _split_top(rest)]
+        if not sep or not key or not values:
+            raise OptionError(f"--grid: expected KEY=V1,V2,..., got {item!r}")
+        if key in out:
+            raise OptionError(f"--grid {key}: given twice")
+        out[key] = values
+    return out
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``pcgraph sweep`` (``pcgraph.sweep.command``), every trial a ``pcgraph train``."""
+    from .sweep import command
+
+    train = vars(build_parser().parse_args(["train"]))
+    defaults = {k: v for k, v in train.items() if k not in ("command", "run", "traceback")}
+    return command(args, parse_grid(args.grid), defaults)
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command(
         "train a model with one algorithm",
@@ -1399,20 +1431,14 @@ COMMANDS: dict[str, Command] = {
         "OUT/trials/NAME. Writes sweep.csv (one row per trial), sweep.png (the metric against\n"
         "each swept hyper-parameter) and prints the best configuration. --resume OUT continues\n"
         "an interrupted sweep; --address joins a Ray cluster instead of starting Ray here.",
-        lambda p: _sweep_module().configure(p),
-        lambda args: _sweep_module().cmd_sweep(args),
+        _configure_sweep,
+        cmd_sweep,
         (
             "pcgraph sweep --model mlp --data digits --algorithm il --grid rate=0.05,0.2 "
             "--grid lr=0.05,0.1 --epochs 2 --out runs/sweep",
         ),
     ),
 }
-
-
-def _sweep_module() -> Any:
-    from . import sweep
-
-    return sweep
 
 
 class _Parser(argparse.ArgumentParser):

@@ -17,7 +17,9 @@ curves), ``sweep.csv`` (one row per trial: its configuration, final and best met
 seconds, status) and ``sweep.png`` (the metric against each swept hyper-parameter).  A trial
 is named after its configuration, so running the same sweep again with ``resume=True``
 (``pcgraph sweep ... --resume``) skips the trials already finished and continues unfinished
-ones from their last checkpoint: an interrupted sweep resumes.
+ones from their last checkpoint: an interrupted sweep resumes.  A trial runs ``python -m
+pcgraph.cli train ...`` in a process of its own (its output in the run folder's
+``train.log``) and reports each epoch's metrics as its ``metrics.json`` grows.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,21 +51,6 @@ ONE_THREAD = {
     "MKL_NUM_THREADS": "1",
     "PCGRAPH_SWEEP_TRIAL": "1",
 }
-# Settings of the sweep command that are not train's.
-SWEEP_ONLY = (
-    "spec",
-    "grid",
-    "seeds",
-    "random",
-    "samples",
-    "metric",
-    "mode",
-    "asha",
-    "address",
-    "cpus",
-    "run",
-    "func",
-)
 
 
 @dataclass
@@ -94,23 +83,6 @@ class Space:
                 drawn.append(one)
             grid = [{**g, **d} for g in grid for d in drawn]
         return [{**g, "seed": seed} for g in grid for seed in self.seeds]
-
-
-def parse_grid(items: Sequence[str] | None) -> dict[str, list]:
-    """``--grid key=v1,v2`` items into ``{key: [v1, v2]}`` (values as ``parse_value`` reads)."""
-    from .cli import _split_top, parse_value
-
-    out: dict[str, list] = {}
-    for item in items or []:
-        key, sep, rest = item.partition("=")
-        key = key.strip()
-        values = [parse_value(v) for v in _split_top(rest) if v.strip()]
-        if not sep or not key or not values:
-            raise OptionError(f"--grid: expected KEY=V1,V2,..., got {item!r}")
-        if key in out:
-            raise OptionError(f"--grid {key}: given twice")
-        out[key] = values
-    return out
 
 
 def parse_random(items: Sequence[str] | None) -> dict[str, tuple[float, float, bool]]:
@@ -179,22 +151,43 @@ def trial_name(index: int, settings: Mapping[str, Any]) -> str:
     return f"{index:03d}-" + ",".join(f"{k}={_value_text(v)}" for k, v in settings.items())
 
 
-def _train_args(base: Mapping[str, Any], settings: Mapping[str, Any]) -> argparse.Namespace:
-    """The ``pcgraph train`` settings of one trial: ``base`` with ``settings`` applied (train
-    options by name, ``model.KEY`` into the model arguments, others as algorithm options)."""
-    args = argparse.Namespace(**base)
-    args.algo_option = list(base.get("algo_option") or [])
-    model_args = [a for a in str(base.get("model_args") or "").split(",") if a]
+def _flags(settings: Mapping[str, Any]) -> list[str]:
+    """``pcgraph train`` flags for ``settings`` (option name -> value): ``--name value``,
+    a bare ``--name`` for True, nothing for None or False, one ``--algo-option`` per item."""
+    argv: list[str] = []
     for key, value in settings.items():
-        name = key.replace("-", "_")
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif key == "algo_option":
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def trial_settings(base: Mapping[str, Any], swept: Mapping[str, Any]) -> dict[str, Any]:
+    """One trial's ``pcgraph train`` settings: ``base`` with ``swept`` applied: ``model.KEY``
+    into the model arguments, an option of the trial's algorithm as an ``--algo-option``, any
+    other key as the train option of that name."""
+    from .algorithms import get_algorithm
+
+    settings = dict(base)
+    algo_options = list(base.get("algo_option") or [])
+    model_args = [a for a in str(base.get("model_args") or "").split(",") if a]
+    algorithm = swept.get("algorithm", base.get("algorithm") or "bp")
+    for key, value in swept.items():
         if key.startswith("model."):
             model_args.append(f"{key[6:]}={value}")
-        elif name in base and name not in ("algo_option", "model_args"):
-            setattr(args, name, value)
+        elif key in get_algorithm(str(algorithm)).options:
+            algo_options.append(f"{key}={value}")
         else:
-            args.algo_option.append(f"{key}={value}")
-    args.model_args = ",".join(model_args)
-    return args
+            settings[key.replace("-", "_")] = value
+    settings["algo_option"], settings["model_args"] = algo_options, ",".join(model_args) or None
+    return settings
 
 
 def _metrics(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,39 +216,54 @@ def _stored_rows(folder: Path) -> list[dict[str, Any]]:
         return []
 
 
+def _source_root() -> str:
+    """The folder holding the ``pcgraph`` package: a trial's process imports it from there."""
+    return str(Path(__file__).resolve().parents[1])
+
+
 def run_trial(config: Mapping[str, Any]) -> None:
     """One trial (Ray calls it in a worker): ``pcgraph train`` with the trial's settings in
-    its run folder, reporting each epoch's metrics; a finished run's rows are reported again
-    without training, an unfinished one resumes from its checkpoint."""
-    from .cli import cmd_train
-
+    its run folder, in a process of its own, reporting each epoch's metrics as they are
+    written; a finished run's rows are reported again without training, an unfinished one
+    resumes from its checkpoint."""
     trial = config["trial"]
-    folder, epochs = Path(trial["folder"]), int(trial["base"]["epochs"])
-    rows = _stored_rows(folder)
-    if rows and (folder / "checkpoint.npz").exists():
-        if len(rows) >= epochs:
-            for row in rows:
-                _report(_metrics(row))
-            return
-        args = argparse.Namespace(**trial["base"])
-        args.resume, args.epochs, args.out = str(folder), epochs, str(folder)
+    folder, epochs = Path(trial["folder"]), int(trial["epochs"])
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = _stored_rows(folder) if (folder / "checkpoint.npz").exists() else []
+    if len(rows) >= epochs:
+        for row in rows:
+            _report(_metrics(row))
+        return
+    if rows:
+        argv = ["train", "--resume", str(folder), "--epochs", str(epochs)]
     else:
-        args = _train_args(trial["base"], trial["settings"])
-        args.out, args.resume, args.overwrite = str(folder), None, True
-    args.progress = False
-    args.on_epoch = lambda row: _report(_metrics(row))
-    cmd_train(args)
+        argv = ["train", *trial["argv"], "--out", str(folder), "--overwrite"]
+    env = {**os.environ, **ONE_THREAD}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_source_root(), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "pcgraph.cli", *argv, "--no-progress"]
+    reported = 0
+    with open(folder / "train.log", "ab") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            while True:
+                finished = proc.poll() is not None
+                rows = _stored_rows(folder)
+                for row in rows[reported:]:  # each epoch once, in order (ASHA decides here)
+                    _report(_metrics(row))
+                reported = max(reported, len(rows))
+                if finished:
+                    break
+                time.sleep(0.05)
+        finally:  # stopped early (ASHA) or interrupted: the training process goes too
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
+    if proc.returncode != 0:
+        lines = (folder / "train.log").read_text(errors="replace").strip().splitlines()
+        raise RuntimeError(f"pcgraph train failed: {lines[-1] if lines else proc.returncode}")
 
 
 # --------------------------------------------------------------------------- the sweep
-def train_defaults() -> dict[str, Any]:
-    """``pcgraph train``'s settings with their defaults (what a trial starts from)."""
-    from .cli import build_parser
-
-    args = build_parser().parse_args(["train", "--model", "mlp"])
-    return {k: v for k, v in vars(args).items() if k not in SWEEP_ONLY}
-
-
 def sweep(
     base: Mapping[str, Any],
     space: Space,
@@ -267,11 +275,14 @@ def sweep(
     cpus: int | None = None,
     resume: bool = False,
     plot: bool = True,
+    train_options: Collection[str] | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Run ``space`` on Ray Tune, each trial ``pcgraph train`` with ``base`` (its settings,
-    as ``train_defaults()``) and the trial's; write ``sweep.csv`` and ``sweep.png`` to
-    ``out``; return the table's rows (best first is not implied: in trial order)."""
+    """Run ``space`` on Ray Tune, each trial ``pcgraph train`` with the settings ``base``
+    (train option name -> value, e.g. ``{"model": "mlp", "data": "digits", "epochs": 3}``)
+    and the trial's; write ``sweep.csv`` and ``sweep.png`` to ``out``; return the table's
+    rows, in trial order.  ``train_options`` (the names train takes, when the caller knows
+    them) lets a swept key that nothing takes be refused before Ray starts."""
     base = dict(base)
     if base.get("epochs") is None:
         base["epochs"] = 5
@@ -290,7 +301,7 @@ def sweep(
         raise OptionError(
             "the sweep has no trials: give --grid, --random with --samples, or --seeds"
         )
-    _check_settings(base, space)
+    _check_settings(base, space, train_options)
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()) and not resume:
         if (out / "trials").exists() or (out / "sweep.csv").exists():
@@ -300,11 +311,19 @@ def sweep(
             )
     (out / "trials").mkdir(parents=True, exist_ok=True)
     trials = []
-    for i, settings in enumerate(configurations):
-        swept = {k: v for k, v in settings.items()}
+    for i, swept in enumerate(configurations):
         name = trial_name(i, swept)
-        folder = out / "trials" / name
-        trials.append({"name": name, "folder": str(folder), "settings": swept, "base": base})
+        argv = _flags(trial_settings(base, swept))
+        folder = str(out / "trials" / name)
+        trials.append(
+            {
+                "name": name,
+                "folder": folder,
+                "settings": swept,
+                "argv": argv,
+                "epochs": base["epochs"],
+            }
+        )
     statuses = _run_on_ray(trials, metric, mode, asha, address, cpus, int(base["epochs"]), out)
     rows = _table(trials, statuses, metric, mode, space.keys)
     _write_csv(out / "sweep.csv", rows)
@@ -324,20 +343,24 @@ def sweep(
     return rows
 
 
-def _check_settings(base: Mapping[str, Any], space: Space) -> None:
-    """Every swept key names a train option, a model argument or an option of the algorithm,
-    before any trial starts."""
+def _check_settings(
+    base: Mapping[str, Any], space: Space, train_options: Collection[str] | None
+) -> None:
+    """Every swept key names a model argument, an option of the algorithm or (when the
+    caller knows train's options) a train option, before any trial starts."""
     from .algorithms import get_algorithm
 
     algorithms = {base.get("algorithm") or "bp", *space.grid.get("algorithm", [])}
+    for a in algorithms:
+        get_algorithm(str(a))  # an unknown algorithm names the valid ones
+    if train_options is None:
+        return  # pcgraph train refuses an unknown option in the trial itself
     for key in space.keys:
-        name = key.replace("-", "_")
-        if key.startswith("model.") or (name in base and name not in ("algo_option",)):
-            continue
-        if not any(key in get_algorithm(a).options for a in algorithms):
+        known = key.replace("-", "_") in train_options or key.startswith("model.")
+        if not known and not any(key in get_algorithm(str(a)).options for a in algorithms):
             raise OptionError(
                 f"sweep key {key!r} is no option of pcgraph train, of the model (model.KEY) or "
-                f"of algorithm {', '.join(sorted(algorithms))}"
+                f"of algorithm {', '.join(sorted(map(str, algorithms)))}"
             )
 
 
@@ -415,7 +438,7 @@ def _table(
         values = [r.get(metric) for r in history if isinstance(r.get(metric), int | float)]
         values = [v for v in values if math.isfinite(v)]
         status = statuses.get(t["name"], "not run")
-        if status == "ok" and len(history) < int(t["base"]["epochs"]):
+        if status == "ok" and len(history) < int(t["epochs"]):
             status = "stopped early"
         rows.append(
             {
@@ -482,8 +505,7 @@ def run(
     from .graph import Graph
     from .graph_file import save_graph
 
-    base = train_defaults()
-    base["model"], base["graph"] = None, None
+    base: dict[str, Any] = {}
     out = Path(out)
     if isinstance(model, str) and (model.endswith(".json") or ".py" in model):
         base["graph"] = model
@@ -499,11 +521,7 @@ def run(
         save_graph(graph, out / "graph.json")
         base["graph"] = str((out / "graph.json").resolve())
     base["data"] = data
-    for key, value in (train or {}).items():
-        name = key.replace("-", "_")
-        if name not in base:
-            raise OptionError(f"sweep.run: train setting {key!r} is no option of pcgraph train")
-        base[name] = value
+    base.update({key.replace("-", "_"): value for key, value in (train or {}).items()})
     rand = parse_random([f"{k}={','.join(map(str, v))}" for k, v in (random or {}).items()])
     grid = {k: list(v) for k, v in space.items()}
     the_space = Space(grid=grid, random=rand, samples=samples, seeds=[int(s) for s in seeds])
@@ -529,14 +547,16 @@ def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-__all__ = ["run", "sweep", "Space", "parse_grid", "parse_random", "load_spec", "run_trial"]
-
-
 # --------------------------------------------------------------------------- pcgraph sweep
-def configure(p: argparse.ArgumentParser) -> None:
-    """``pcgraph sweep``'s options: train's, and what to sweep and where."""
-    from .cli import _compile_options, _model_options, _positive_int, _training_options
+def _count(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
 
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """``pcgraph sweep``'s own options (the CLI adds train's)."""
     p.add_argument(
         "spec",
         nargs="?",
@@ -545,9 +565,6 @@ def configure(p: argparse.ArgumentParser) -> None:
         '(key = [low, high] or [low, high, "log"]) and [sweep] (seeds, samples, metric, mode, '
         "asha); its settings take precedence over the flags",
     )
-    _model_options(p, "digits", required=False)
-    _compile_options(p)
-    _training_options(p, "runs/sweep", several=False)
     s = p.add_argument_group("sweep")
     s.add_argument(
         "--grid",
@@ -563,13 +580,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="KEY=LOW,HIGH[,log]",
         help="a hyper-parameter drawn uniformly (log: log-uniformly) --samples times",
     )
-    s.add_argument("--samples", type=_positive_int, metavar="N", help="draws of --random")
+    s.add_argument("--samples", type=_count, metavar="N", help="draws of --random")
     s.add_argument(
         "--seeds", metavar="S1,S2,...", help="seeds of every configuration (default: --seed)"
     )
     s.add_argument(
-        "--metric",
-        help="the metric to rank trials by, a column of metrics.csv (default: test_acc)",
+        "--metric", help="the metric to rank trials by, a column of metrics.csv (default: test_acc)"
     )
     s.add_argument("--mode", choices=["max", "min"], help="(default: min for losses, else max)")
     s.add_argument("--asha", action="store_true", help="stop poor trials early (Ray's ASHA)")
@@ -577,19 +593,27 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--address",
         metavar="HOST:PORT",
         help="join this running Ray cluster (`ray start --head` on one machine, `ray start "
-        "--address HOST:PORT` on the others; 'auto' finds a local one) instead of starting Ray "
-        "here",
+        "--address HOST:PORT` on the others) instead of starting Ray here",
     )
-    s.add_argument(
-        "--cpus", type=_positive_int, metavar="N", help="CPUs of the local Ray (default: all)"
-    )
+    s.add_argument("--cpus", type=_count, metavar="N", help="CPUs of the local Ray (default: all)")
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """``pcgraph sweep``: run the sweep, print its table and the best configuration."""
-    base = {k: v for k, v in vars(args).items() if k not in SWEEP_ONLY}
+# What a trial does not take from the sweep command's train settings.
+_NOT_PASSED = ("resume", "out", "overwrite", "progress")
+
+
+def command(
+    args: argparse.Namespace, grid: dict[str, list], train_defaults: Mapping[str, Any]
+) -> int:
+    """``pcgraph sweep`` after the CLI parsed it: ``grid`` its ``--grid`` values,
+    ``train_defaults`` each train option's default.  Runs the sweep, prints its table."""
+    base = {
+        k: getattr(args, k)
+        for k, default in train_defaults.items()
+        if k not in _NOT_PASSED and getattr(args, k, default) != default
+    }
     settings: dict[str, Any] = {}
-    grid, random = parse_grid(args.grid), parse_random(args.random)
+    random = parse_random(args.random)
     seeds = None
     if args.seeds:
         try:
@@ -601,7 +625,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         train, space, settings = load_spec(args.spec)
         for key, value in train.items():
             name = key.replace("-", "_")
-            if name not in base or name in ("resume", "out"):
+            if name not in train_defaults or name in _NOT_PASSED:
                 raise OptionError(f"{args.spec}: [train] {key!r} is no option of pcgraph train")
             base[name] = value
         grid = {**grid, **space.grid}
@@ -612,6 +636,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise OptionError("--random needs --samples N (how many draws)")
     if base.get("model") is None and base.get("graph") is None:
         raise OptionError("a sweep needs a model: --model NAME or --graph FILE (or SPEC.toml)")
+    base.setdefault("data", args.data)
     out = args.resume or args.out or "runs/sweep"
     if args.overwrite and not args.resume:
         import shutil
@@ -622,10 +647,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
-    base.update(resume=None, out=None, overwrite=False)
-    space = Space(
-        grid=grid, random=random, samples=samples or 0, seeds=seeds or [int(base["seed"])]
-    )
+    space = Space(grid=grid, random=random, samples=samples or 0, seeds=seeds or [int(args.seed)])
     rows = sweep(
         base,
         space,
@@ -637,9 +659,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         cpus=args.cpus,
         resume=bool(args.resume),
         plot=not args.no_plot,
+        train_options=set(train_defaults),
     )
     print_table(rows)
     failed = [r for r in rows if str(r["status"]).startswith("error")]
     for r in failed:
         print(f"trial {r['trial']}: {r['status']}", file=sys.stderr)
     return 1 if failed else 0
+
+
+__all__ = ["run", "sweep", "Space", "parse_random", "load_spec", "run_trial", "trial_settings"]
