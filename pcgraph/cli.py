@@ -1435,7 +1435,7 @@ COMMANDS: dict[str, Command] = {
         cmd_sweep,
         (
             "pcgraph sweep --model mlp --data digits --algorithm il --grid rate=0.05,0.2 "
-            "--grid lr=0.05,0.1 --epochs 2 --out runs/sweep",
+            "--seeds 0,1 --epochs 2 --out runs/sweep",
         ),
     ),
 }

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -199,6 +200,9 @@ class Comm:
         sys.stdout.flush()
         sys.stderr.flush()
         if self.mpi is not None and self.size > 1:
+            # The launcher kills every rank at once: give it a moment to forward what this
+            # rank printed (its error) first, or the message can be lost.
+            time.sleep(0.5)
             self.mpi.Abort(status)
         raise SystemExit(status)
 

@@ -130,6 +130,7 @@ def test_help_of_every_command(command: str, capsys: pytest.CaptureFixture) -> N
         "evaluate": ["--run", "--data", "--test-limit"],
         "generate": ["--run", "--label", "--steps", "--out"],
         "complete": ["--run", "--mask", "--count", "--out"],
+        "sweep": ["--grid", "--seeds", "--asha", "--address", "--resume", "SPEC.toml"],
     }[command]:
         assert flag in out
 
