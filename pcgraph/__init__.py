@@ -32,7 +32,7 @@ def _bind_backends_package() -> None:
 
 _bind_backends_package()
 
-from . import backends, compare, data, init, optim, schedule, testing, train  # noqa: E402
+from . import backends, compare, data, distributed, init, optim, schedule, sweep, testing, train  # noqa: E402
 from .backends import set_default_backend  # noqa: E402
 from .checkpoint import Checkpoint, load, save  # noqa: E402
 from .compile import UnusedParameterWarning  # noqa: E402
@@ -92,6 +92,8 @@ __all__ = [
     "set_default_backend",
     "backends",
     "compare",
+    "distributed",
+    "sweep",
     "init",
     "optim",
     "schedule",

@@ -406,9 +406,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     optimizer = make_optimizer(args)
     graph, label = build_graph(args, INFO.get(args.data))
     task = make_task(args, graph, args.dtype)
-    out = _out_dir(args, f"{label}-{args.algorithm}", resuming=bool(args.resume))
+    comm = _world(args)
+    writer = comm is None or comm.rank == 0  # --distributed: rank 0 alone writes the run
+    out = (
+        _out_dir(args, f"{label}-{args.algorithm}", resuming=bool(args.resume))
+        if writer
+        else Path(args.out or ".")
+    )
     # An ONNX model's run reads the model file itself (its weights are the starting point).
-    if not args.resume and not str(args.graph or "").endswith(".onnx"):
+    if not args.resume and writer and not str(args.graph or "").endswith(".onnx"):
         try:
             atomic_write_text(out / "graph.json", graph_to_json(graph))
         except PCGraphError as e:
@@ -417,7 +423,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = compare.Run(args.algorithm, task.prog.init_params(seed=args.seed), optimizer, options)
     run.schedule = make_schedule(args, len(task.data.y_train))
     stopper = compare.EarlyStopping(args.early_stopping) if args.early_stopping else None
-    board = TensorBoard(out) if args.tensorboard else None
+    board = TensorBoard(out) if args.tensorboard and writer else None
     first = 1
     if args.resume:
         first = _restore(out, task, run, optimizer, history)
@@ -431,7 +437,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         + (f", from epoch {first}" if args.resume else "")
     )
     for epoch, rows in train_epochs(
-        task, [run], args.epochs, args.batch_size, args.seed, first, args.progress
+        task, [run], args.epochs, args.batch_size, args.seed, first, args.progress, comm
     ):
         row = rows[args.algorithm]
         history.append(row)
@@ -444,7 +450,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{row['train_seconds']:.2f} s",
             flush=True,
         )
-        write_metrics(out, history, config)
         meta = {
             "epoch": epoch,
             "step": run.step,
@@ -455,7 +460,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             "data": args.data,
             "seed": args.seed,
         }
-        save(out / "checkpoint.npz", run.params, optimizer.state_dict(), meta, program=task.prog)
+        if writer:
+            write_metrics(out, history, config)
+            save(
+                out / "checkpoint.npz", run.params, optimizer.state_dict(), meta, program=task.prog
+            )
+        if getattr(args, "on_epoch", None) is not None:  # a sweep's trial: after the checkpoint,
+            args.on_epoch(row)  # since its scheduler may stop the trial here
         if stop:
             print(
                 f"early stopping: the validation loss has not improved for "
@@ -467,7 +478,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         board.close()
         print(f"wrote TensorBoard scalars to {board.root} (tensorboard --logdir {board.root})")
     print(f"wrote {out / 'metrics.csv'}, {out / 'metrics.json'}, {out / 'checkpoint.npz'}")
-    if not args.no_plot:
+    if not args.no_plot and writer:
         from . import plots
 
         title = f"{label}: {args.algorithm} on {args.data}"
@@ -613,7 +624,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     make_optimizer(args)  # check the settings before loading anything
     graph, label = build_graph(args, INFO.get(args.data))
     task = make_task(args, graph, args.dtype)
-    out = _out_dir(args, f"compare-{label}")
+    comm = _world(args)
+    writer = comm is None or comm.rank == 0  # --distributed: rank 0 alone writes the run
+    out = _out_dir(args, f"compare-{label}") if writer else Path(args.out or ".")
     runs = compare.same_start(
         task.prog, algorithms, lambda: make_optimizer(args), args.seed, options
     )
@@ -629,9 +642,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = _config(args, "compare", label)
     rows: list[dict[str, Any]] = []
     width = max(9, *(len(a) for a in algorithms))
-    board = TensorBoard(out) if args.tensorboard else None
+    board = TensorBoard(out) if args.tensorboard and writer else None
     for epoch, latest in train_epochs(
-        task, list(runs.values()), args.epochs, args.batch_size, args.seed, progress=args.progress
+        task,
+        list(runs.values()),
+        args.epochs,
+        args.batch_size,
+        args.seed,
+        progress=args.progress,
+        comm=comm,
     ):
         if board is not None:
             board.write(latest.values())
@@ -650,11 +669,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"{row['max_abs_diff_vs_bp']:>13.3g}  {row['train_seconds']:>7.2f}",
                 flush=True,
             )
-        write_metrics(out, rows, config)
+        if writer:
+            write_metrics(out, rows, config)
     if board is not None:
         board.close()
     print(f"wrote {out / 'metrics.csv'}, {out / 'metrics.json'}")
-    if not args.no_plot:
+    if not args.no_plot and writer:
         from . import plots
 
         title = f"{label} on {args.data}: {', '.join(algorithms)} from the same start"
@@ -972,6 +992,13 @@ def _training_options(p: argparse.ArgumentParser, out_default: str, several: boo
             metavar="PATIENCE",
             help="stop when the validation loss has not improved for PATIENCE epochs",
         )
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training over the processes `mpiexec -n N` started (pip install "
+        "'pcgraph[mpi]'): each takes its shard of every batch, --batch-size stays the global "
+        "batch, and the result is one process's; rank 0 alone writes the run folder",
+    )
     g.add_argument(
         "--predict",
         metavar="NODE",
@@ -1301,6 +1328,38 @@ def _configure_complete(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _configure_sweep(p: argparse.ArgumentParser) -> None:
+    from .sweep import add_options
+
+    add_options(p)
+    _model_options(p, "digits", required=False)  # or SPEC.toml
+    _compile_options(p)
+    _training_options(p, "runs/sweep", several=False)
+
+
+def parse_grid(items: Sequence[str] | None) -> dict[str, list]:
+    """``--grid KEY=V1,V2`` items into ``{key: [v1, v2]}`` (values as ``parse_value``)."""
+    out: dict[str, list] = {}
+    for item in items or []:
+        key, sep, rest = item.partition("=")
+        key, values = key.strip(), [parse_value(v) for v in _split_top(rest)]
+        if not sep or not key or not values:
+            raise OptionError(f"--grid: expected KEY=V1,V2,..., got {item!r}")
+        if key in out:
+            raise OptionError(f"--grid {key}: given twice")
+        out[key] = values
+    return out
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``pcgraph sweep`` (``pcgraph.sweep.command``), every trial a ``pcgraph train``."""
+    from .sweep import command
+
+    train = vars(build_parser().parse_args(["train"]))
+    defaults = {k: v for k, v in train.items() if k not in ("command", "run", "traceback")}
+    return command(args, parse_grid(args.grid), defaults)
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command(
         "train a model with one algorithm",
@@ -1419,6 +1478,20 @@ COMMANDS: dict[str, Command] = {
         cmd_complete,
         ("pcgraph complete --run runs/generator --mask top-half --out completed.png",),
     ),
+    "sweep": Command(
+        "sweep hyper-parameters on Ray Tune, each trial a train run",
+        "Run a grid or random search over train options, algorithm options, model arguments\n"
+        "and seeds on Ray Tune (pip install 'pcgraph[sweep]'): every trial is a train run in\n"
+        "OUT/trials/NAME. Writes sweep.csv (one row per trial), sweep.png (the metric against\n"
+        "each swept hyper-parameter) and prints the best configuration. --resume OUT continues\n"
+        "an interrupted sweep; --address joins a Ray cluster instead of starting Ray here.",
+        _configure_sweep,
+        cmd_sweep,
+        (
+            "pcgraph sweep --model mlp --data digits --algorithm il --grid rate=0.05,0.2 "
+            "--seeds 0,1 --epochs 2 --out runs/sweep",
+        ),
+    ),
 }
 
 
@@ -1466,7 +1539,41 @@ def _show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 an error)."""
+    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 an error).
+    Under ``--distributed``, a rank that fails stops every rank (``MPI_Abort``)."""
+    status = _main(argv)
+    from .distributed import current
+
+    comm = current()
+    if status != 0 and comm is not None and comm.distributed:
+        print(
+            f"{PROG}: rank {comm.rank} of {comm.size} failed: stopping every rank", file=sys.stderr
+        )
+        comm.abort(status)
+    return status
+
+
+def _world(args: argparse.Namespace) -> Any:
+    """``--distributed``: the ranks (``pc.distributed.world()``), rank 0 alone printing; else
+    None."""
+    if not getattr(args, "distributed", False):
+        return None
+    from .distributed import world
+
+    comm = world()
+    if not comm.distributed:
+        print(
+            "note: --distributed, but this is one process (start it with mpiexec -n N; "
+            "mpi4py: pip install 'pcgraph[mpi]'): training alone",
+            file=sys.stderr,
+        )
+    elif comm.rank > 0:  # the other ranks train in silence
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
+        args.progress = False
+    return comm
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -76,9 +76,12 @@ def train_epoch(
     runs: Mapping[str, Run] | Iterable[Run],
     feeds: Iterable[Mapping[str, Any]],
     on_batch: Callable[[], None] | None = None,
+    comm: Any = None,
 ) -> None:
     """Train every run on each feed (a batch: input and target names -> arrays) in turn: one
-    ``prog.train_step`` of each run on the first feed, then on the second, and so on.
+    ``prog.train_step`` of each run on the first feed, then on the second, and so on.  With
+    ``comm`` (``pc.distributed.world()``) of several ranks, every rank passes the same global
+    feeds and trains on its shard of each (``comm.shard``), as one process would on the whole.
 
     Each run's ``losses``, ``examples``, ``loss_sum`` and ``seconds`` start again from zero and
     describe this call; ``step`` keeps counting.  ``on_batch()`` is called after each feed (a
@@ -90,12 +93,19 @@ def train_epoch(
     for feed in feeds:
         # Every array of a feed has the batch size as its first axis (train_step checks it).
         size = next((int(np.shape(v)[0]) for v in feed.values()), 0)
+        if comm is not None and comm.distributed:
+            feed = comm.shard(feed)
         for run in runs:
             if run.schedule is not None:
                 run.schedule.apply(run.optimizer, run.step)
             start = time.perf_counter()
             loss = prog.train_step(
-                run.params, feed, algorithm=run.algorithm, optimizer=run.optimizer, **run.options
+                run.params,
+                feed,
+                algorithm=run.algorithm,
+                optimizer=run.optimizer,
+                comm=comm,
+                **run.options,
             )
             run.seconds += time.perf_counter() - start
             run.losses.append(loss)

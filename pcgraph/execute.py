@@ -119,11 +119,28 @@ class Lowered:
 
 
 SCALE_SLOT = 0  # the run's gradient scale (``Program.run(..., scale=)``), before every block
+WHOLE_SLOT = 1  # the run's ``Whole`` batch when it holds one shard of it (None: it is the batch)
+_RESERVED = 2  # slots before the stores' blocks
+
+
+@dataclass(frozen=True)
+class Whole:
+    """The global batch a run's examples are one shard of (data-parallel training,
+    ``pcgraph.distributed``): ``size`` examples in all, and ``sum(arrays)``, the list of
+    ``arrays`` (the same shapes on every shard) each summed over all shards, in one collective.
+
+    Kernels that couple examples read it from ``WHOLE_SLOT``: seeds and error scalings over
+    ``B`` divide by ``size``, batch statistics (``OpDef.whole_batch``) and the algorithms' batch
+    means and in-loop parameter steps sum across shards.  Alone (the slot holds None) they use
+    the run's own batch, exactly as before."""
+
+    size: int
+    sum: Callable[[list], list]
 
 
 class Layout:
-    """Slot numbers: the run's scale first, then one block of ``len(nodes)`` slots per store,
-    in the graph's node order."""
+    """Slot numbers: the run's scale and whole batch first, then one block of ``len(nodes)``
+    slots per store, in the graph's node order."""
 
     def __init__(self, compiled: Compiled) -> None:
         self.index = {n: i for i, n in enumerate(compiled.nodes)}
@@ -132,7 +149,7 @@ class Layout:
 
     def base(self, store: str) -> int:
         if store not in self.bases:
-            self.bases[store] = SCALE_SLOT + 1 + len(self.bases) * self.size
+            self.bases[store] = _RESERVED + len(self.bases) * self.size
         return self.bases[store]
 
     def slot(self, store: str, node: str) -> int:
@@ -143,7 +160,7 @@ class Layout:
 
     @property
     def nslots(self) -> int:
-        return SCALE_SLOT + 1 + len(self.bases) * self.size
+        return _RESERVED + len(self.bases) * self.size
 
     def entries(self, store: str, slots: Sequence) -> dict[str, Any]:
         """The non-empty slots of ``store``: node -> array."""
@@ -266,6 +283,22 @@ def _lower_eval(lw: Lowerer, steps: list) -> Instr:
     spec = lw.compiled.nodes[step.node]
     op, kw, xp = OPS[spec.op], spec.lowered, lw.xp
     ins = [lw.read("x", o) for o in step.operands]
+    if op.whole_batch:  # batch statistics: the rules take the run's whole batch (or None)
+        res = lw.layout.slot(saved(step.into), step.node)
+        if op.saves is not None:
+            lw.record_saved(res, ins)
+        out = lw.write(step.into, step.node)
+        if op.saves is not None:
+            lw.write(saved(step.into), step.node)
+        evaluate = op.evaluate
+
+        def run_eval_whole(slots: list, batch: int) -> None:
+            value, kept = evaluate(xp, [slots[i] for i in ins], {**kw, "whole": slots[WHOLE_SLOT]})
+            slots[out] = value
+            if op.saves is not None:
+                slots[res] = kept
+
+        return lw.instr(run_eval_whole)
     if op.saves is None:
         fwd = op.forward
         out = lw.write(step.into, step.node)
@@ -306,6 +339,24 @@ def _lower_vjp(lw: Lowerer, steps: list) -> Instr:
             res = lw.read(saved(out_store), first.node)
     argnums = tuple(s.argnum for s in steps)
     targets = [lw.update(s.into, s.operand) for s in steps]
+    if op.whole_batch:  # batch statistics: the rules take the run's whole batch (or None)
+        pullback_whole = op.pullback
+
+        def run_vjp_whole(slots: list, batch: int) -> None:
+            cots = pullback_whole(
+                xp,
+                argnums,
+                slots[src],
+                slots[out],
+                [slots[i] for i in ins],
+                None if res is None else slots[res],
+                {**kw, "whole": slots[WHOLE_SLOT]},
+            )
+            for t, c in zip(targets, cots):
+                prev = slots[t]
+                slots[t] = c if prev is None else prev + c
+
+        return lw.instr(run_vjp_whole, len(steps))
     if len(steps) == 1:  # the common case, without the general path's indirections
         return lw.instr(_single_vjp(xp, op, kw, argnums[0], ins, src, out, res, targets[0]))
     if op.vjps is None and op.saves is None:  # one rule call per operand, no residual
@@ -383,12 +434,14 @@ def _lower_seed(lw: Lowerer, steps: list) -> Instr:
 
     def run_seed(slots: list, batch: int) -> None:
         scale = slots[SCALE_SLOT] if per_b else 1.0
-        seed = seeds.get((batch, scale))
+        whole = slots[WHOLE_SLOT]  # a shard's seeds are over the global batch's size
+        size = batch if whole is None else whole.size
+        seed = seeds.get((batch, size, scale))
         if seed is None:
-            fill = scale * float(value[:-2]) / batch if per_b else float(value)
+            fill = scale * float(value[:-2]) / size if per_b else float(value)
             if len(seeds) > 64:  # a scale per step (a learning-rate schedule): stay bounded
                 seeds.clear()
-            seed = seeds[(batch, scale)] = xp.full((batch,), fill, dtype=dtype)
+            seed = seeds[(batch, size, scale)] = xp.full((batch,), fill, dtype=dtype)
         slots[target] = seed
 
     return lw.instr(run_seed)
@@ -432,7 +485,8 @@ def _lower_gradient_units(lw: Lowerer, steps: list) -> Instr:
     pairs = [(lw.read("e", n), lw.write("eg", n)) for n in step.nodes]
 
     def run_gradient_units(slots: list, batch: int) -> None:
-        factor = -slots[SCALE_SLOT] / batch
+        whole = slots[WHOLE_SLOT]
+        factor = -slots[SCALE_SLOT] / (batch if whole is None else whole.size)
         for src, dst in pairs:
             slots[dst] = scaled(slots[src], factor)
 

@@ -84,6 +84,9 @@ class OpDef:
     class_indices: ClassIndices | None = None  # integer operand indexing classes (range-checked)
     presynaptic: tuple[int, ...] = ()  # operands that are a layer's input activity (IL-prox)
     adds_bias: bool = False  # a layer's bias: its presynaptic activity is its affine operand's
+    # Statistics over the batch axis: the rules take ``whole``, the run's ``execute.Whole``
+    # batch when it holds one shard of it (data-parallel training), else None.
+    whole_batch: bool = False
     attr_order: tuple[str, ...] = ()  # attributes that may also be passed positionally in the DSL
     check_dtypes: Callable[[list, list], None] | None = None  # (shapes, dtypes) -> None or raise
     examples: tuple[Example, ...] = ()
@@ -1074,29 +1077,49 @@ register(
 
 
 # --------------------------------------------------------------------------- normalisation
-def _normalise(xp: Any, x: Any, axes: tuple, eps: float) -> tuple[Any, Any]:
+def _mean(xp: Any, a: Any, axes: tuple, whole: Any = None) -> Any:
+    """The mean over ``axes`` (keepdims); with ``whole`` (an ``execute.Whole``: ``a`` is one
+    shard of a batch split over processes, ``axes`` include the batch axis 0) the mean over
+    the whole batch: the shards' sums summed, over ``whole.size`` times the other axes' sizes."""
+    if whole is None:
+        return mean_over(xp, a, axes, keepdims=True)
+    count = whole.size * math.prod(a.shape[i] for i in axes if i != 0)
+    (total,) = whole.sum([sum_over(xp, a, axes, keepdims=True)])
+    return total / count
+
+
+def _normalise(xp: Any, x: Any, axes: tuple, eps: float, whole: Any = None) -> tuple[Any, Any]:
     """``(xhat, inv)``: (x - mean) * inv with ``inv = 1 / sqrt(var + eps)``, statistics over
     ``axes`` (biased variance); the VJP reuses both."""
-    xc = x - mean_over(xp, x, axes, keepdims=True)
-    inv = 1.0 / xp.sqrt(mean_over(xp, xc * xc, axes, keepdims=True) + eps)
+    xc = x - _mean(xp, x, axes, whole)
+    inv = 1.0 / xp.sqrt(_mean(xp, xc * xc, axes, whole) + eps)
     xc *= inv
     return xc, inv
 
 
 def _normalise_vjp(
-    xp: Any, g: Any, out: Any, x: Any, axes: tuple, eps: float, saved: Any = None
+    xp: Any,
+    g: Any,
+    out: Any,
+    x: Any,
+    axes: tuple,
+    eps: float,
+    saved: Any = None,
+    whole: Any = None,
 ) -> Any:
     # With xhat = (x - mean) / s and s = sqrt(var + eps):
     # gx = (g - mean(g) - xhat * mean(g * xhat)) / s, exact (eps included) over every axis in
     # ``axes`` (the batch axis too for batch_norm).  xhat and 1/s come from the forward at the
     # same x when it saved them, else they are recomputed (``out`` may be another point's).
-    xhat, inv = _normalise(xp, x, axes, eps) if saved is None else saved
-    mg = mean_over(xp, g, axes, keepdims=True)
-    return inv * (g - mg - xhat * mean_over(xp, g * xhat, axes, keepdims=True))
+    xhat, inv = _normalise(xp, x, axes, eps, whole) if saved is None else saved
+    mg = _mean(xp, g, axes, whole)
+    return inv * (g - mg - xhat * _mean(xp, g * xhat, axes, whole))
 
 
-def _saving_normalise(xp: Any, x: Any, axes: tuple, eps: float) -> tuple[Any, Any]:
-    xhat, inv = _normalise(xp, x, axes, eps)
+def _saving_normalise(
+    xp: Any, x: Any, axes: tuple, eps: float, whole: Any = None
+) -> tuple[Any, Any]:
+    xhat, inv = _normalise(xp, x, axes, eps, whole)
     return xhat, (xhat, inv)
 
 
@@ -1161,10 +1184,13 @@ register(
         summary="training-mode batch normalisation: per-channel statistics over the batch",
         shape=_batch_norm_shape,
         forward=None,
-        saves=lambda xp, xs, eps: _saving_normalise(xp, xs[0], _bn_axes(xs[0]), eps),
-        vjp=lambda xp, i, g, out, xs, eps, saved=None: _normalise_vjp(
-            xp, g, out, xs[0], _bn_axes(xs[0]), eps, saved
+        saves=lambda xp, xs, eps, whole=None: _saving_normalise(
+            xp, xs[0], _bn_axes(xs[0]), eps, whole
         ),
+        vjp=lambda xp, i, g, out, xs, eps, saved=None, whole=None: _normalise_vjp(
+            xp, g, out, xs[0], _bn_axes(xs[0]), eps, saved, whole
+        ),
+        whole_batch=True,  # its statistics are over the batch: sharded runs reduce them
         defaults={"eps": 1e-5},
         canon=lambda attrs, shapes: {"eps": _eps(attrs)},
         attr_order=("eps",),

@@ -204,11 +204,71 @@ def image_grid(
     return atomic_write(path, lambda f: f.write(png))
 
 
+def _sort_key(value: Any) -> tuple:
+    return (0, value, "") if isinstance(value, int | float) else (1, 0, str(value))
+
+
+def sweep(
+    rows: Sequence[Mapping[str, Any]],
+    params: Sequence[str],
+    metric: str,
+    path: PathLike,
+    title: str,
+) -> Path:
+    """``metric`` of a sweep's trials (``pcgraph sweep``'s rows) against each swept
+    hyper-parameter in ``params``, one panel each: one line per setting of the other swept
+    hyper-parameters, each point the mean over the seeds with their standard deviation as
+    error bars."""
+    import numpy as np
+
+    plt = _pyplot()
+    params = list(params) or ["seed"]
+    fig, axes = plt.subplots(1, len(params), figsize=(5 * len(params), 4), squeeze=False)
+    for ax, param in zip(axes[0], params):
+        others = [p for p in params if p != param]
+        lines: dict[tuple, dict[Any, list[float]]] = {}
+        for row in rows:
+            value = row.get(metric)
+            if value is None or not math.isfinite(float(value)):
+                continue
+            key = tuple((p, row.get(p)) for p in others)
+            lines.setdefault(key, {}).setdefault(row.get(param), []).append(float(value))
+        values = sorted({v for line in lines.values() for v in line}, key=_sort_key)
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        where = {v: (v if numeric else i) for i, v in enumerate(values)}
+        for key, points in sorted(lines.items(), key=lambda kv: str(kv[0])):
+            xs = sorted(points, key=_sort_key)
+            label = ", ".join(f"{p}={v}" for p, v in key) or metric
+            ax.errorbar(
+                [where[x] for x in xs],
+                [float(np.mean(points[x])) for x in xs],
+                yerr=[float(np.std(points[x])) for x in xs],
+                marker="o",
+                capsize=4,
+                label=label,
+            )
+        if not numeric:
+            ax.set_xticks(range(len(values)), [str(v) for v in values])
+        elif values and min(values) > 0 and max(values) / min(values) >= 10:
+            ax.set_xscale("log")
+        ax.set(xlabel=param, ylabel=metric, title=f"{metric} against {param}")
+        ax.grid(alpha=0.3, which="both")
+        if len(lines) > 1:
+            ax.legend(fontsize="small")
+    fig.suptitle(title)
+    try:
+        fig.tight_layout()
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    finally:
+        plt.close(fig)
+
+
 __all__ = [
     "available",
     "training_curves",
     "comparison",
     "image_grid",
+    "sweep",
     "color",
     "coincident",
     "COLORS",

@@ -13,7 +13,7 @@ from . import backends as _backends
 from . import checks
 from .compile import Compiled, analyse, forward_steps, without_cycle_collection
 from .errors import FeedError, GraphError, NumericalError, OptionError
-from .execute import SCALE_SLOT, Lowered, lower
+from .execute import SCALE_SLOT, WHOLE_SLOT, Lowered, Whole, lower
 from .graph import Graph, Node, known_names
 from .init import INITIALIZERS, default_init
 from .ops import OPS
@@ -379,6 +379,7 @@ class Program:
         timed: bool = False,
         scale: float = 1.0,
         preset: Mapping[tuple[str, str], Any] | None = None,
+        whole: Whole | None = None,
     ) -> Run:
         """Run ``schedule`` (emitted for this program's graph) on ``params`` and ``batch``.
 
@@ -390,6 +391,9 @@ class Program:
         backward pass yields the steps themselves.
         ``preset`` fills entries (store, node) -> array that the schedule reads before it
         writes them (``Program.infer``'s given values, in the stores ``obs``, ``init``, ``free``).
+        ``whole`` (data-parallel training, ``pcgraph.distributed``): the global batch that
+        ``batch`` is one shard of; the run's gradients are then this shard's part of the global
+        batch's.
         """
         lowered = self._lowered(schedule, keep)
         feeds, size = self.check_batch(batch, lowered.needed)  # type: ignore[attr-defined]
@@ -400,6 +404,7 @@ class Program:
         checked = self.check_params(params)
         slots = lowered.template.copy()  # type: ignore[attr-defined]  (constants filled in)
         slots[SCALE_SLOT] = scale
+        slots[WHOLE_SLOT] = whole
         for slot, name in lowered.param_slots:  # type: ignore[attr-defined]
             slots[slot] = checked[name]
         for slot, name in lowered.feed_slots:  # type: ignore[attr-defined]
@@ -609,10 +614,31 @@ class Program:
         return self._schedules[key]
 
     def grads(
-        self, params: Mapping, batch: Mapping, algorithm: str = "bp", **options: Any
+        self,
+        params: Mapping,
+        batch: Mapping,
+        algorithm: str = "bp",
+        comm: Any = None,
+        **options: Any,
     ) -> dict[str, Any]:
-        """What ``algorithm`` would apply, in the gradient's sign: name -> array like the param."""
-        return self.run(self._schedule_of(algorithm, options), params, batch).grads()
+        """What ``algorithm`` would apply, in the gradient's sign: name -> array like the param.
+
+        With ``comm`` (``pc.distributed.world()``) of several ranks, ``batch`` is this rank's
+        shard of a global batch (``comm.shard(batch)``) and the result is the global batch's,
+        the same on every rank (one ``Allreduce``)."""
+        schedule = self._schedule_of(algorithm, options)
+        whole = self._whole(schedule, batch, comm)
+        if whole is None:
+            return self.run(schedule, params, batch).grads()
+        grads = self.run(schedule, params, batch, whole=whole).grads()
+        return dict(zip(grads, whole.sum(list(grads.values()))))
+
+    def _whole(self, schedule: Schedule, batch: Mapping, comm: Any) -> Whole | None:
+        """The global batch that ``batch`` is this rank's shard of (None: not distributed)."""
+        if comm is None or not comm.distributed:
+            return None
+        comm.check_shardable(schedule)
+        return comm.whole(batch, self.xp)
 
     def train_step(
         self,
@@ -621,6 +647,7 @@ class Program:
         algorithm: str = "bp",
         optimizer: Any = None,
         on_nonfinite: str = "raise",
+        comm: Any = None,
         **options: Any,
     ) -> float:
         """One training step in place: ``params`` (and the optimiser's state) are replaced by the
@@ -629,6 +656,11 @@ class Program:
         A NaN or infinity in the loss, an error node, an update or a new parameter value raises
         ``NumericalError`` naming the first node where it appeared (``on_nonfinite="skip"``
         skips the batch instead, counted in ``self.skipped``); either way nothing is applied.
+
+        With ``comm`` (``pc.distributed.world()``) of several ranks, ``batch`` is this rank's
+        shard of the global batch (``comm.shard(batch)``): every rank computes its shard's part
+        of the update, one ``Allreduce`` of one buffer sums the parts and the loss, and every
+        rank applies the same update; the returned loss is the global batch's.
         """
         from .optim import Optimizer
 
@@ -660,14 +692,21 @@ class Program:
         scale = optimizer.gradient_scale()
         # A NaN or inf is reported below, naming the node where it first appears (or the batch
         # is skipped): NumPy's warnings from deep inside the step would only repeat it, vaguer.
+        whole = self._whole(schedule, batch, comm)
         with np.errstate(all="ignore"):
-            run = self.run(schedule, current, batch, scale=scale)
+            run = self.run(schedule, current, batch, scale=scale, whole=whole)
             grads = run.grads()
-            loss = xp.sum(run.loss) / run.batch_size
+            if whole is None:
+                loss = xp.sum(run.loss) / run.batch_size
+            else:  # the shards' parts and losses summed in one buffer, one collective
+                *summed, loss_sum = whole.sum([*grads.values(), xp.sum(run.loss)])
+                grads, loss = dict(zip(grads, summed)), loss_sum / whole.size
             staged = optimizer.stage(current, grads, kernels, scale)
             ok = bool(self._proves_finite(loss, staged, current))
         if not ok:
-            where = self._first_nonfinite(schedule, current, batch, grads, staged)
+            where = self._first_nonfinite(schedule, current, batch, grads, staged, whole)
+            if whole is not None:  # every rank takes the same decision: the lowest rank's
+                where = comm.first(where)
             if where is not None:
                 if on_nonfinite == "skip":
                     self.skipped = getattr(self, "skipped", 0) + 1
@@ -703,14 +742,20 @@ class Program:
         return finite & (bound < self._half_max)
 
     def _first_nonfinite(
-        self, schedule: Schedule, params: Mapping, batch: Mapping, grads: dict, staged: Any
+        self,
+        schedule: Schedule,
+        params: Mapping,
+        batch: Mapping,
+        grads: dict,
+        staged: Any,
+        whole: Whole | None = None,
     ) -> str | None:
         """Where a NaN/inf first appears: value nodes in order, then errors, then gradients, then
         the staged new values; None when everything is finite.  Runs the schedule again keeping
         every store (the step itself drops what it no longer needs)."""
         finite = lambda a: bool(self.xp.all(self.xp.isfinite(a)))  # noqa: E731
         with np.errstate(all="ignore"):
-            kept = self.run(schedule, params, batch, keep=True)
+            kept = self.run(schedule, params, batch, keep=True, whole=whole)
         values = kept.store(schedule.loss_from)
         for store, label in ((values, "node"), (kept.store("e"), "error of node")):
             for name in kept.lowered.schedule.compiled.order:

@@ -155,11 +155,13 @@ def train_epochs(
     seed: int = 0,
     first: int = 1,
     progress: bool = False,
+    comm: Any = None,
 ) -> Iterator[tuple[int, dict[str, dict[str, Any]]]]:
     """Train every run on the same batches (``compare.train_epoch``), epochs ``first`` to
     ``epochs``; yields after each epoch its number and each algorithm's metric row for it.
     Batch order: ``default_rng((seed, epoch))``, so a resumed run sees the batches an
-    uninterrupted one would have."""
+    uninterrupted one would have.  With ``comm`` (``pc.distributed.world()``) of several
+    ranks every rank trains on its shard of each batch (the metrics are the whole batch's)."""
     data = task.data
     n_batches = math.ceil(len(data.y_train) / batch_size)
     if progress and importlib.util.find_spec("tqdm") is None:
@@ -173,7 +175,9 @@ def train_epochs(
 
         batches = data.batches(batch_size, seed=(seed, epoch))
         feeds = (task.batch(xb, yb) for xb, yb in batches)
-        compare.train_epoch(task.prog, runs, feeds, on_batch=None if bar is None else advance)
+        compare.train_epoch(
+            task.prog, runs, feeds, on_batch=None if bar is None else advance, comm=comm
+        )
         if bar is not None:
             bar.close()
         rows = {}

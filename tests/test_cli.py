@@ -131,6 +131,7 @@ def test_help_of_every_command(command: str, capsys: pytest.CaptureFixture) -> N
         "generate": ["--run", "--label", "--steps", "--out"],
         "complete": ["--run", "--mask", "--count", "--out"],
         "export": ["--run", "--out"],
+        "sweep": ["--grid", "--seeds", "--asha", "--address", "--resume", "SPEC.toml"],
     }[command]:
         assert flag in out
 

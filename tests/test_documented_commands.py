@@ -40,7 +40,7 @@ def help_commands() -> list[str]:
 
 def quick_form(argv: list[str]) -> list[str]:
     command = argv[0]
-    if command in ("train", "compare") and "--resume" not in argv:
+    if command in ("train", "compare", "sweep") and "--resume" not in argv:
         return [*argv, *QUICK, "--overwrite"]
     if command == "train":  # a resumed run keeps its own settings; one more epoch at most
         return argv
@@ -70,6 +70,10 @@ def test_a_documented_command_runs(command: str, workdir: Path, monkeypatch, cap
     argv = shlex.split(command)[1:]
     if argv[0] in ("verify",) and "--data" in argv and "mnist" in argv:
         argv += ["--batch-size", "2", "--directions", "1"]
+    if argv[0] == "sweep":
+        pytest.importorskip(
+            "ray.tune", reason="sweeps need Ray Tune (pip install 'pcgraph[sweep]')"
+        )
     if argv[0] == "reproduce" and argv[1] not in ("fpa", "ablation"):
         pytest.skip("the reproduce examples run in tests/test_reproduce.py")
     try:

@@ -14,7 +14,7 @@ from pcgraph.algorithms.pc import PCStructure
 from pcgraph.algorithms.predictive import VALUE_NODES, _optional_rate, dense_schedule
 from pcgraph.compile import Compiled
 from pcgraph.errors import OptionError
-from pcgraph.execute import Instr, Lowerer, register_lowering
+from pcgraph.execute import WHOLE_SLOT, Instr, Lowerer, register_lowering
 from pcgraph.ops import OPS
 from pcgraph.schedule import Schedule
 
@@ -91,7 +91,12 @@ def _lower_prox(lw: Lowerer, steps: list) -> Instr:
 
         def run_prox_iltheory(slots: list, batch: int) -> None:
             sq = _sq_norm(xp, [slots[p] for p in pre]) if pre else xp.zeros((batch,))
-            k = alpha * (xp.mean(sq) + eps if first else xp.sum(sq) + 1.0 + eps)
+            whole = slots[WHOLE_SLOT]
+            if whole is None:
+                k = alpha * (xp.mean(sq) + eps if first else xp.sum(sq) + 1.0 + eps)
+            else:  # one shard of the batch: the batch's mean or sum over every shard
+                (total,) = whole.sum([xp.sum(sq)])
+                k = alpha * (total / whole.size + eps if first else total + 1.0 + eps)
             err = slots[e]
             slots[e] = err * (k / (1.0 + k)) if first else err - slots[prev] / (1.0 + k)
             slots[prev] = err
@@ -117,7 +122,14 @@ def _lower_normalise(lw: Lowerer, steps: list) -> Instr:
 
     def run_normalise(slots: list, batch: int) -> None:
         arrays = [slots[p] for p in pre]
-        norm = xp.mean(_sq_norm(xp, arrays)) if arrays else 0.0
+        whole = slots[WHOLE_SLOT]
+        if not arrays:
+            norm = 0.0
+        elif whole is None:
+            norm = xp.mean(_sq_norm(xp, arrays))
+        else:  # one shard of the batch: the mean over every shard
+            (total,) = whole.sum([xp.sum(_sq_norm(xp, arrays))])
+            norm = total / whole.size
         if slots[d] is not None:
             slots[d] = slots[d] / (alpha * (norm + 1.0 + eps))
 

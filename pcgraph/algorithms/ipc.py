@@ -23,7 +23,7 @@ from pcgraph.algorithms.pc import dense_sections
 from pcgraph.algorithms.predictive import VALUE_NODES, _optional_rate, pc_view
 from pcgraph.compile import Compiled
 from pcgraph.errors import OptionError
-from pcgraph.execute import SCALE_SLOT, Instr, Lowerer, register_lowering
+from pcgraph.execute import SCALE_SLOT, WHOLE_SLOT, Instr, Lowerer, register_lowering
 from pcgraph.schedule import Schedule
 
 
@@ -39,28 +39,31 @@ class ParamStep:
         return f"x[{self.param}] -= {self.lr!r} * d[{self.param}]; dsum[{self.param}] += d"
 
 
-def _lower_param_step(lw: Lowerer, steps: list) -> Instr:
-    (step,) = steps
-    lr = step.lr
-    d = lw.read("d", step.param)
-    x = lw.update("x", step.param)
-    total = lw.update("dsum", step.param)
-    lw.drop("d", step.param)
+def _lower_param_steps(lw: Lowerer, steps: list) -> Instr:
+    # The parameter steps of one inference step run as one kernel: on one shard of a batch
+    # split over processes, their gradients are summed over the shards in one collective.
+    pairs = []
+    for step in steps:
+        d = lw.read("d", step.param)
+        pairs.append((step.lr, d, lw.update("x", step.param), lw.update("dsum", step.param)))
+        lw.drop("d", step.param)
 
-    def run_param_step(slots: list, batch: int) -> None:
-        grad = slots[d]
-        if grad is None:
-            return
-        # d holds the gradient times the run's scale (plain SGD folds -lr into it).
-        slots[x] = slots[x] - (lr / slots[SCALE_SLOT]) * grad
-        prev = slots[total]
-        slots[total] = grad if prev is None else prev + grad
-        slots[d] = None
+    def run_param_steps(slots: list, batch: int) -> None:
+        held = [p for p in pairs if slots[p[1]] is not None]
+        whole = slots[WHOLE_SLOT]
+        grads = [slots[d] for _, d, _, _ in held]
+        summed = grads if whole is None or not grads else whole.sum(grads)
+        for (lr, d, x, total), grad, step_grad in zip(held, grads, summed):
+            # d holds the gradient times the run's scale (plain SGD folds -lr into it).
+            slots[x] = slots[x] - (lr / slots[SCALE_SLOT]) * step_grad
+            prev = slots[total]  # this shard's own part: train_step sums the shards once
+            slots[total] = grad if prev is None else prev + grad
+            slots[d] = None
 
-    return lw.instr(run_param_step)
+    return lw.instr(run_param_steps, len(steps))
 
 
-register_lowering(ParamStep, _lower_param_step)
+register_lowering(ParamStep, _lower_param_steps, group=lambda s: True)
 
 
 def ipc_schedule(c: Compiled, opts: dict) -> Schedule:
