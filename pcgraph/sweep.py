@@ -414,7 +414,14 @@ def _run_on_ray(
         statuses = {}
         for result in results:
             name = result.config["trial"]["name"]
-            statuses[name] = "ok" if result.error is None else f"error: {_first_line(result.error)}"
+            if result.error is not None:
+                statuses[name] = f"error: {_first_line(result.error)}"
+            elif int((result.metrics or {}).get("epoch", epochs)) < epochs:
+                # ASHA's decision, even when the training process had already run on
+                # (its epochs are reported as they are written, and may outrun the decision).
+                statuses[name] = "stopped early"
+            else:
+                statuses[name] = "ok"
         return statuses
     finally:
         if started:
