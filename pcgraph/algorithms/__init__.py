@@ -99,4 +99,4 @@ def get_algorithm(name: str) -> Algorithm:
     return ALGORITHMS[name]
 
 
-from . import bp, ilprox, ipc, predictive  # noqa: E402,F401  (they register themselves)
+from . import bp, epc, ilprox, ipc, predictive  # noqa: E402,F401  (they register themselves)
