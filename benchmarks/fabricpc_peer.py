@@ -6,8 +6,10 @@ FabricPC's nodes with the same weights: an ``IdentityNode`` input, a ``Linear`` 
 per hidden layer (FabricPC's node is linear + activation with one latent state, pcgraph's
 ``value_nodes="layers"``), and a ``Linear`` output node with a softmax and the cross-entropy
 energy, clamped to the one-hot label (pcgraph's clamped softmax-cross-entropy output).  One step
-is FabricPC's ``train_step``: feed-forward state initialisation, ``InferenceSGD`` (``steps``
-steps at ``rate``), the local weight gradients, ``optax.sgd``.  FabricPC sums its energies and
+is what FabricPC's training step does, composed from its core functions (whose home module
+moved between releases, ``training/train.py`` in 0.3-0.4 and ``training/trainer.py`` in 0.6):
+``initialize_graph_state`` (feed-forward), ``run_inference`` with ``InferenceSGD`` (``steps``
+steps at ``rate``), ``compute_local_weight_gradients``, ``optax.sgd``.  FabricPC sums its energies and
 gradients over the batch where pcgraph takes the batch mean, so its SGD runs at ``lr / B``; the
 step is then ``prog.train_step(params, batch, "il", steps, rate, value_nodes="layers",
 optimizer=SGD(lr))``.  The whole step is one ``jax.jit`` function and the timed call blocks on
@@ -29,12 +31,12 @@ import numpy as np
 import optax
 from fabricpc.core.activations import ReLUActivation, SoftmaxActivation
 from fabricpc.core.energy import CrossEntropyEnergy
-from fabricpc.core.inference import InferenceSGD
+from fabricpc.core.inference import InferenceSGD, run_inference
+from fabricpc.core.learning import compute_local_weight_gradients
 from fabricpc.core.topology import Edge
 from fabricpc.graph_assembly import TaskMap, graph
-from fabricpc.graph_initialization import initialize_params
+from fabricpc.graph_initialization import initialize_graph_state, initialize_params
 from fabricpc.nodes import IdentityNode, Linear
-from fabricpc.training.train import train_step
 
 
 def structure(sizes: Sequence[int], steps: int, rate: float) -> Any:
@@ -84,6 +86,7 @@ class FabricPCStep:
         self.st = structure(sizes, steps, rate)
         self.params = weights_from(self.st, pcgraph_params, sizes)
         self.classes = sizes[-1]
+        self._hidden = tuple(f"h{i}" for i in range(len(sizes) - 2))
         self.lr = lr
         self.optimizer: Any = None
         self.opt_state: Any = None
@@ -91,11 +94,13 @@ class FabricPCStep:
         st = self.st
 
         def one(params: Any, opt_state: Any, x: Any, y: Any, optimizer: Any) -> tuple:
-            batch = {"x": x, "y": jax.nn.one_hot(y, self.classes, dtype=jnp.float32)}
-            params, opt_state, energy, _ = train_step(
-                params, opt_state, batch, st, optimizer, self.key
-            )
-            return params, opt_state, energy
+            clamps = {"x": x, "y": jax.nn.one_hot(y, self.classes, dtype=jnp.float32)}
+            state = initialize_graph_state(st, x.shape[0], self.key, clamps=clamps, params=params)
+            state = run_inference(params, state, clamps, st)
+            grads = compute_local_weight_gradients(params, state, st)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            energy = sum(jnp.sum(state.nodes[n].energy) for n in ("y", *self._hidden))
+            return optax.apply_updates(params, updates), opt_state, energy / x.shape[0]
 
         self._one = one
         self._jitted: dict[int, Any] = {}

@@ -6,6 +6,7 @@ deep linear chain against linear algebra, and ePC's errors and update against Fa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,11 +126,10 @@ def test_epc_and_il_reach_the_same_energy_minimum_the_closed_form_gives() -> Non
         np.testing.assert_allclose(g_epc[p], g_il[p], atol=1e-10, err_msg=p)
 
 
-def test_epc_errors_and_update_equal_fabricpcs_epc_inference() -> None:
-    """FabricPC's ``EPCInference`` (branch dmacd-epc-tw, commit 43826b8) on a 5-4-4-3 tanh MLP
-    with a Gaussian (mse) output, float64: its relaxed errors after its inference steps and
-    its local weight gradients (summed over the batch; pcgraph's are of the batch mean)."""
-    ref = np.load(DATA / "fabricpc_epc_reference.npz")
+def fabricpc_chain() -> pc.Program:
+    """FabricPC's 5-4-4-3 reference network in pcgraph: ``linear`` then ``tanh`` per hidden
+    node (FabricPC's node is linear + activation, one latent after the activation: pcgraph's
+    value nodes ``h1``, ``h2``), a linear output under mse (FabricPC's Gaussian energy)."""
     g = pc.Graph("fabricpc_chain")
     h = g.input("x", (5,))
     for node, size, act in (("h1", 4, pc.tanh), ("h2", 4, pc.tanh), ("y", 3, None)):
@@ -137,12 +137,15 @@ def test_epc_errors_and_update_equal_fabricpcs_epc_inference() -> None:
         h = pc.linear(h, W, b, name=f"{node}.pre")
         h = act(h, name=node) if act else h
     g.set_loss(pc.mse(h, g.target("y", (3,)), name="loss"))
-    prog = pc.compile(g, dtype="float64")
+    return pc.compile(g, dtype="float64")
+
+
+def check_against_fabricpc(ref: Any) -> None:
+    prog = fabricpc_chain()
     # FabricPC keeps a bias as (1, n): pcgraph's is (n,).
     shapes = {p: prog.compiled.nodes[p].shape for p in prog.params}
     params = {p: ref[f"param:{p}"].reshape(shape) for p, shape in shapes.items()}
     batch = {"x": ref["x"], "y": ref["y"]}
-    # FabricPC's nodes are linear + activation: value nodes after the activations.
     schedule = prog.schedule(
         "epc", steps=int(ref["steps"]), rate=float(ref["rate"]), value_nodes=["h1", "h2"]
     )
@@ -152,9 +155,28 @@ def test_epc_errors_and_update_equal_fabricpcs_epc_inference() -> None:
         np.testing.assert_allclose(run.value(node), ref[f"value:{node}"], atol=1e-10)
     assert np.abs(ref["error:h1"]).max() > 1e-2  # the errors did move
     grads = run.grads()
-    for p in params:
+    for p in params:  # FabricPC sums over the batch, pcgraph takes the mean
         expected = ref[f"grad:{p}"].reshape(shapes[p])
         np.testing.assert_allclose(grads[p] * len(ref["x"]), expected, atol=1e-10, err_msg=p)
+
+
+def test_epc_errors_and_update_equal_fabricpcs_epc_inference() -> None:
+    """FabricPC's ``EPCInference`` (PyPI 0.6.0; branch dmacd-epc-tw, commit 43826b8) on a
+    5-4-4-3 tanh MLP with a Gaussian (mse) output, float64: its relaxed errors and derived values
+    after its inference steps, and its local weight gradients, as ``tests/data/`` holds them."""
+    check_against_fabricpc(np.load(DATA / "fabricpc_epc_reference.npz"))
+
+
+def test_epc_equals_fabricpc_run_here() -> None:
+    """The same, with FabricPC running in this process, where it is installed (its JAX may not
+    agree with PCX's pin, so this usually runs in a virtual environment of its own)."""
+    pytest.importorskip("fabricpc.core.inference_epc", reason="FabricPC >= 0.6 is not installed")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ref", DATA / "fabricpc_epc_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    check_against_fabricpc(module.reference())
 
 
 @pytest.mark.parametrize("name", ["residual", "rnn-shared-weights", "attention"])

@@ -17,9 +17,9 @@ reconstructed values.  Each inference step is therefore one forward and one back
 
 and, after the last step, the values are reconstructed once more and the parameters take PC's
 local increments ``VJP_theta f_v(e_v)`` at those values, as FabricPC's ``EPCInference`` does
-(``fabricpc/core/inference_epc.py`` on branch ``dmacd-epc-tw``, commit 43826b8: its
-``finalize_state`` rebuilds the states and ``compute_local_weight_gradients`` takes each node's
-local gradient).  The errors start at zero, i.e. at the feed-forward pass.
+(``fabricpc/core/inference_epc.py``, PyPI 0.6.0 and branch ``dmacd-epc-tw`` at commit 43826b8:
+its ``finalize_state`` rebuilds the states and ``compute_local_weight_gradients`` takes each
+node's local gradient).  The errors start at zero, i.e. at the feed-forward pass.
 
 The derivation needs the values to be a function of the errors computed by a forward pass: a
 feed-forward graph (a DAG), which every pcgraph graph is.  It uses no levelling, so

@@ -1,13 +1,13 @@
 """Regenerate ``fabricpc_epc_reference.npz``: FabricPC's own ePC (``EPCInference``) on a small
 tanh MLP, in float64, for ``tests/test_epc.py`` to check pcgraph's ``epc`` against.
 
-FabricPC's ePC is not in its PyPI release (0.4.0); it lives on the branch ``dmacd-epc-tw`` of
-github.com/trueagi-io/FabricPC (``fabricpc/core/inference_epc.py``, commit 43826b8, which calls
-itself version 0.3.2).  Install that commit in a virtual environment of its own (its JAX
-conflicts with PCX's pin in pcgraph's); the numbers committed were made with JAX 0.10.2::
+FabricPC's ePC (``fabricpc/core/inference_epc.py``) is in its PyPI release 0.6.0 and on the
+branch ``dmacd-epc-tw`` of github.com/trueagi-io/FabricPC (commit 43826b8, calling itself 0.3.2);
+the committed numbers were made with the branch and JAX 0.10.2, and 0.6.0 from PyPI gives the
+same to 9e-16.  Install it in a virtual environment of its own (its JAX conflicts with PCX's pin
+in pcgraph's)::
 
-    git clone https://github.com/trueagi-io/FabricPC && git -C FabricPC checkout 43826b8
-    python3 -m venv /tmp/venv-fabricpc && /tmp/venv-fabricpc/bin/pip install ./FabricPC
+    python3 -m venv /tmp/venv-fabricpc && /tmp/venv-fabricpc/bin/pip install fabricpc==0.6.0
     /tmp/venv-fabricpc/bin/python tests/data/fabricpc_epc_reference.py
 
 It writes, for the batch and weights it draws: the relaxed errors of each hidden node after
@@ -59,7 +59,8 @@ def build() -> tuple:
     )
 
 
-def main() -> None:
+def reference() -> dict[str, np.ndarray]:
+    """The batch, weights, and what FabricPC's ePC makes of them (float64 NumPy arrays)."""
     structure = build()
     key = jax.random.PRNGKey(0)
     params = initialize_params(structure, key)
@@ -88,6 +89,11 @@ def main() -> None:
         out[f"value:{node}"] = final.nodes[node].z_latent
     out = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
     out["steps"], out["rate"] = np.asarray(STEPS), np.asarray(RATE)
+    return out
+
+
+def main() -> None:
+    out = reference()
     shown = subprocess.run(
         [sys.executable, "-m", "pip", "show", "fabricpc"], capture_output=True, text=True
     ).stdout
