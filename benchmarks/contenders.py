@@ -87,7 +87,7 @@ def peak_step_memory(net: Network, device: str, algorithm: str) -> int:
         tracemalloc.stop()
 
 
-def _pcgraph(algorithm: str) -> Callable[[Network, str], Stepper]:
+def _pcgraph(algorithm: str, **extra: Any) -> Callable[[Network, str], Stepper]:
     def make(net: Network, device: str) -> Stepper:
         import pcgraph as pc
 
@@ -97,7 +97,7 @@ def _pcgraph(algorithm: str) -> Callable[[Network, str], Stepper]:
         prog, g, params = _program(net, device)
         feeds = _device_batches(prog, net, g)
         opt = pc.optim.SGD(lr=LR)
-        options = PC_OPTIONS[algorithm]
+        options = {**PC_OPTIONS[algorithm], **extra}
 
         def step(i: int) -> float:
             return prog.train_step(
@@ -243,6 +243,30 @@ def _pcx(net: Network, device: str) -> Stepper:
     return Stepper(lambda i: peer.step(feeds[i % len(feeds)]), lambda: None, info)
 
 
+# ------------------------------------------------------------------ FabricPC (JAX)
+def _fabricpc(net: Network, device: str) -> Stepper:
+    """FabricPC's IL step, one value node per layer, 20 inference steps
+    (``benchmarks/fabricpc_peer.py``): pcgraph's ``il-layers`` row computes the same update."""
+    import time
+
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.fabricpc_peer import FabricPCStep
+    from benchmarks.networks import batches
+
+    if device == "gpu" and jax.default_backend() != "gpu":
+        raise RuntimeError(f"JAX runs on {jax.default_backend()}, not a GPU")
+    _, g, params = _program(net, "cpu")
+    il = PC_OPTIONS["il"]
+    peer = FabricPCStep(net.mlp_sizes, params, lr=LR, steps=il["steps"], rate=il["rate"])
+    feeds = [(jnp.asarray(b["x"]), jnp.asarray(b["y"])) for b in batches(net, g)]
+    start = time.perf_counter()
+    peer.step(*feeds[0])  # traces and compiles: reported apart, not timed
+    info = {"compile_s": time.perf_counter() - start}
+    return Stepper(lambda i: peer.step(*feeds[i % len(feeds)]), lambda: None, info)
+
+
 # ------------------------------------------------------------------ the NumPy floor
 def _floor(preallocated: bool) -> Callable[[Network, str], Stepper]:
     def make(net: Network, device: str) -> Stepper:
@@ -286,6 +310,21 @@ CONTENDERS: dict[str, Contender] = {
         ),
         Contender("torch-rnn", "pytorch (nn.RNN)", "pytorch", _torch_rnn, _is_rnn, ("torch",)),
         Contender("pcx", "pcx il (20 steps)", "pcx", _pcx, _is_mlp, ("pcx", "jax", "optax")),
+        Contender(
+            "il-layers",
+            "pcgraph il (layers)",
+            "pcgraph",
+            _pcgraph("il", value_nodes="layers"),
+            _is_mlp,
+        ),
+        Contender(
+            "fabricpc",
+            "fabricpc il (20 steps, layers)",
+            "fabricpc",
+            _fabricpc,
+            _is_mlp,
+            ("fabricpc", "jax", "optax"),
+        ),
         Contender("numpy", "numpy (hand)", "numpy", _floor(False), _is_mlp),
         Contender("numpy-out", "numpy (hand, out= buffers)", "numpy", _floor(True), _is_mlp),
     )

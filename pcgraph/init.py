@@ -75,6 +75,8 @@ INITIALIZERS: dict[str, Initializer] = {
     "zeros": lambda rng, shape: _numpy().zeros(shape),
     "ones": lambda rng, shape: _numpy().ones(shape),
     "normal": lambda rng, shape: rng.normal(0.0, 0.01, size=shape),
+    # N(0, 1): muPC's weights, whose scale lives in the forward pass's multipliers instead.
+    "standard_normal": lambda rng, shape: rng.normal(0.0, 1.0, size=shape),
     "uniform": lambda rng, shape: rng.uniform(-0.05, 0.05, size=shape),
     "glorot_uniform": _scaled("glorot_uniform", "avg"),
     "glorot_normal": _scaled("glorot_normal", "avg"),

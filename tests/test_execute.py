@@ -156,12 +156,14 @@ def test_a_section_repeats_a_positive_whole_number_of_times() -> None:
 
 # ------------------------------------------------------------------ the lowering table
 def test_an_algorithm_brings_its_own_step_kinds() -> None:
+    from pcgraph.algorithms.epc import ErrorStep, Reconstruct
     from pcgraph.algorithms.ilprox import Normalise, ProxOutput
     from pcgraph.algorithms.ipc import ParamStep
 
-    assert ProxOutput in LOWERINGS and Normalise in LOWERINGS and ParamStep in LOWERINGS
-    core = {k.__module__ for k in LOWERINGS if k not in (ProxOutput, Normalise, ParamStep)}
-    assert core == {"pcgraph.schedule"}  # the core knows none of IL-prox's or iPC's steps
+    own = (ProxOutput, Normalise, ParamStep, Reconstruct, ErrorStep)
+    assert all(kind in LOWERINGS for kind in own)
+    core = {k.__module__ for k in LOWERINGS if k not in own}
+    assert core == {"pcgraph.schedule"}  # the core knows none of IL-prox's, iPC's, ePC's steps
 
 
 def test_a_registered_step_kind_runs_in_schedules(monkeypatch: pytest.MonkeyPatch) -> None:

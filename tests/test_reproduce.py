@@ -66,6 +66,7 @@ def test_every_experiment_is_registered_with_run_and_main() -> None:
         "stability",
         "fpa",
         "fullscale",
+        "deep",
     ]
     for module in EXPERIMENTS.values():
         assert callable(module.run) and callable(module.main)
@@ -145,3 +146,21 @@ def test_fullscale_zil_accuracy_is_bp_accuracy(reports: dict[str, str]) -> None:
         assert number(r["Z-IL vs BP: sum of abs parameter differences"]) <= 1e-3
         for col in ("IL (layers)", "iPC (layers)"):
             assert 0.0 <= number(r[col]) <= 100.0
+
+
+def test_deep_has_every_row_and_zil_is_backprop(reports: dict[str, str]) -> None:
+    table = rows(reports["deep"], "row")
+    by = {(r["row"], r["network"]): r for r in table}
+    assert set(by) == {
+        ("BP", "mupc"),
+        ("Z-IL", "mupc"),
+        ("muPC-IL", "mupc"),
+        ("ePC", "mupc"),
+        ("BP", "standard"),
+        ("standard IL", "standard"),
+        ("ePC", "standard"),
+    }
+    assert by[("Z-IL", "mupc")]["test acc %"] == by[("BP", "mupc")]["test acc %"]
+    for r in table:
+        assert r["note"] == "" and 0.0 <= number(r["test acc %"]) <= 100.0
+    assert len(rows(reports["deep"], "width")) == 4  # two widths times two depths

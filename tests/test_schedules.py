@@ -22,6 +22,7 @@ ALGORITHMS = {
     "zil-identity": {"levelling": "identity"},
     "fpa": {},
     "il": {"steps": 2},
+    "epc": {"steps": 2},
 }
 
 

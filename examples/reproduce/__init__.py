@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-NAMES = ("accuracy", "ablation", "runtime", "stability", "fpa", "fullscale")
+NAMES = ("accuracy", "ablation", "runtime", "stability", "fpa", "fullscale", "deep")
 
 
 def experiments() -> dict[str, ModuleType]:

@@ -5,7 +5,7 @@ The record and the registry live in ``base``; each algorithm module registers it
 """
 
 # isort: off
-from pcgraph.algorithms import bp, ilprox, ipc, predictive  # noqa: F401  (they register themselves)
+from pcgraph.algorithms import bp, epc, ilprox, ipc, predictive  # noqa: F401  (they register)
 from pcgraph.algorithms import generative  # noqa: F401  (registered last: the listing order stays)
 
 # isort: on

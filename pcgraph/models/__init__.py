@@ -114,23 +114,62 @@ def deep_mlp(
     in_features: int = 784,
     classes: int = 10,
     activation: str = "relu",
+    parameterisation: str = "standard",
+    loss: str = "cross_entropy",
 ) -> Graph:
     """A deep residual MLP: x ``(in_features,)`` -> logits ``(classes,)``.
 
     ``stem`` maps the input to ``width``; then ``depth`` residual blocks ``h = h + W act(h) + b``
     (``block{i}``, each output marked with ``pc.layer``), then a linear classifier ``head``.
-    The block weights start small (``normal``: std 0.01), so each block starts near the
-    identity and the sum of ``depth`` blocks stays of order one."""
+
+    ``parameterisation="standard"``: the block weights start small (``normal``: std 0.01), so
+    each block starts near the identity and the sum of ``depth`` blocks stays of order one.
+
+    ``parameterisation="mupc"``: muPC (Innocenti, Achour, Buckley 2025, arXiv 2505.13124), the
+    Depth-muP parameterisation as jpc builds it (``jpc.make_mlp(param_type="mupc")`` with
+    ``jpc.make_skip_model``): no biases, every weight ``standard_normal`` (N(0, 1)), and the
+    scale in the forward pass instead, with ``L = depth + 2`` weight layers and width ``N``:
+    ``h_1 = (x @ W_1) / sqrt(in_features)`` (``stem``, marked as a layer),
+    ``h_l = h_{l-1} + (act(h_{l-1}) @ W_l) / sqrt(N L)`` (``block{i}``),
+    ``logits = (act(h) @ W_L) / N`` (``head``); each named node is the scaled product, its
+    ``matmul`` is ``<name>.matmul``.  See ``spec/models.md``.
+
+    ``loss="mse"``: ``mse(logits, y)`` against a float one-hot target ``y (classes,)`` instead
+    of the cross-entropy on class indices (jpc's and the muPC paper's default loss).
+    """
     if depth < 1 or width < 1:
         raise ValueError(f"deep_mlp needs depth >= 1 and width >= 1, got {depth}, {width}")
+    if parameterisation not in ("standard", "mupc"):
+        raise ValueError(f"parameterisation must be 'standard' or 'mupc', got {parameterisation!r}")
+    if loss not in ("cross_entropy", "mse"):
+        raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {loss!r}")
     act = _activation(activation)
     g = Graph("deep_mlp")
-    h = _linear(g, g.input("x", (in_features,)), width, "stem", init="he_normal")
+
+    def finish(logits: Node) -> Graph:
+        if loss == "cross_entropy":
+            return _classify(g, logits)
+        g.set_loss(pc.mse(logits, g.target("y", (classes,)), name="loss"))
+        return g
+
+    x = g.input("x", (in_features,))
+    if parameterisation == "mupc":
+        layers = depth + 2  # jpc's L: stem, the residual blocks, head
+
+        def scaled(h: Node, name: str, n_out: int, multiplier: float) -> Node:
+            W = g.param(f"{name}.W", (h.shape[-1], n_out), init="standard_normal")
+            return pc.mul(pc.matmul(h, W, name=f"{name}.matmul"), multiplier, name=name)
+
+        h = pc.layer(scaled(x, "stem", width, 1.0 / math.sqrt(in_features)))
+        for i in range(depth):
+            h = pc.layer(h + scaled(act(h), f"block{i}", width, 1.0 / math.sqrt(width * layers)))
+        return finish(scaled(act(h), "head", classes, 1.0 / width))
+    h = _linear(g, x, width, "stem", init="he_normal")
     for i in range(depth):
         W = g.param(f"block{i}.W", (width, width), init="normal")
         b = g.param(f"block{i}.b", (width,))
         h = pc.layer(h + pc.linear(act(h), W, b, name=f"block{i}"))
-    return _classify(g, _linear(g, h, classes, "head"))
+    return finish(_linear(g, h, classes, "head"))
 
 
 def lenet(
