@@ -339,27 +339,10 @@ def _lower_vjp(lw: Lowerer, steps: list) -> Instr:
             res = lw.read(saved(out_store), first.node)
     argnums = tuple(s.argnum for s in steps)
     targets = [lw.update(s.into, s.operand) for s in steps]
-    if op.whole_batch:  # batch statistics: the rules take the run's whole batch (or None)
-        pullback_whole = op.pullback
-
-        def run_vjp_whole(slots: list, batch: int) -> None:
-            cots = pullback_whole(
-                xp,
-                argnums,
-                slots[src],
-                slots[out],
-                [slots[i] for i in ins],
-                None if res is None else slots[res],
-                {**kw, "whole": slots[WHOLE_SLOT]},
-            )
-            for t, c in zip(targets, cots):
-                prev = slots[t]
-                slots[t] = c if prev is None else prev + c
-
-        return lw.instr(run_vjp_whole, len(steps))
-    if len(steps) == 1:  # the common case, without the general path's indirections
+    whole = op.whole_batch  # batch statistics: the rules take the run's whole batch (or None)
+    if len(steps) == 1 and not whole:  # the common case, without the general path's indirections
         return lw.instr(_single_vjp(xp, op, kw, argnums[0], ins, src, out, res, targets[0]))
-    if op.vjps is None and op.saves is None:  # one rule call per operand, no residual
+    if op.vjps is None and op.saves is None and not whole:  # one rule call per operand
         vjp, pairs = op.vjp, list(zip(argnums, targets))
 
         def run_vjps(slots: list, batch: int) -> None:
@@ -380,7 +363,7 @@ def _lower_vjp(lw: Lowerer, steps: list) -> Instr:
             slots[out],
             [slots[i] for i in ins],
             None if res is None else slots[res],
-            kw,
+            {**kw, "whole": slots[WHOLE_SLOT]} if whole else kw,
         )
         for t, c in zip(targets, cots):
             prev = slots[t]
