@@ -5,8 +5,9 @@
 
 The driver launches ``mpiexec -n N python -m benchmarks.distributed --worker ...`` for each
 model and rank count, every rank with one BLAS thread (``OPENBLAS_NUM_THREADS=1``), and prints
-a Markdown table: seconds per epoch (training only, the slowest rank's), the speed-up over
-one rank, the bytes each step's ``Allreduce`` sends per rank, and the time of one such
+a Markdown table: the median seconds per epoch over ``--rounds`` launches of each rank count,
+alternated (training only, the slowest rank's), the speed-up over one rank (the median of the
+per-round ratios, with their range), the bytes each step's ``Allreduce`` sends per rank, and the time of one such
 ``Allreduce`` alone.  From these it extrapolates where more ranks stop paying off: a step on
 N ranks takes about ``c / N + o + t_allreduce(N)``, with ``c`` the compute that shards, ``o``
 the per-step cost that does not (Python, launching kernels), both solved from the measured
@@ -20,10 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.timing import paired
 
 MODELS = ("mlp", "lenet")
 
@@ -97,40 +101,46 @@ def driver(args: argparse.Namespace) -> None:
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
-    results = []
+    ranks = [int(r) for r in args.ranks.split(",")]
+    runs: dict[tuple[str, int], list[dict]] = {}
     for model in args.models.split(","):
-        for n in [int(r) for r in args.ranks.split(",")]:
-            cmd = [
-                mpiexec(), "-n", str(n), sys.executable, "-m", "benchmarks.distributed",
-                "--worker", "--model", model, "--epochs", str(args.epochs),
-                "--batch-size", str(args.batch_size), "--data", args.data,
-                "--algorithm", args.algorithm,
-            ] + (["--limit", str(args.limit)] if args.limit else [])  # fmt: skip
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-            if out.returncode != 0:
-                sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(json.dumps(results[-1]), file=sys.stderr)
+        for _ in range(args.rounds):  # rank counts alternated within each round: 1 2 1 2 ...
+            for n in ranks:
+                cmd = [
+                    mpiexec(), "-n", str(n), sys.executable, "-m", "benchmarks.distributed",
+                    "--worker", "--model", model, "--epochs", str(args.epochs),
+                    "--batch-size", str(args.batch_size), "--data", args.data,
+                    "--algorithm", args.algorithm,
+                ] + (["--limit", str(args.limit)] if args.limit else [])  # fmt: skip
+                out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+                if out.returncode != 0:
+                    sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+                runs.setdefault((model, n), []).append(
+                    json.loads(out.stdout.strip().splitlines()[-1])
+                )
+                print(json.dumps(runs[model, n][-1]), file=sys.stderr)
     print(
-        "| model | ranks | s / epoch | speed-up | bytes / step | allreduce s | "
+        "| model | ranks | median s / epoch | speed-up (min-max) | bytes / step | allreduce | "
         "extrapolated speed-up at 4, 8, 16 ranks |\n|---|---|---|---|---|---|---|"
     )
-    for r in results:
-        one = next(o for o in results if o["model"] == r["model"] and o["ranks"] == 1)
-        speedup = one["epoch_seconds"] / r["epoch_seconds"]
+    for (model, n), rows in runs.items():
+        ones = runs[model, 1] if (model, 1) in runs else rows
+        seconds = statistics.median(r["epoch_seconds"] for r in rows)
+        speedup = paired([o["epoch_seconds"] for o in ones], [r["epoch_seconds"] for r in rows])
+        allreduce = statistics.median(r["allreduce_seconds"] for r in rows)
         extra = ""
-        if r["ranks"] == 2 and r["allreduce_seconds"]:
-            t1 = one["epoch_seconds"] / one["steps_per_epoch"]
-            t2 = r["epoch_seconds"] / r["steps_per_epoch"]
-            a2 = r["allreduce_seconds"]
-            shards = max(2 * (t1 - t2 + a2), 0.0)  # c: the compute that splits over ranks
+        if n == 2 and allreduce:
+            steps = rows[0]["steps_per_epoch"]
+            t1 = statistics.median(o["epoch_seconds"] for o in ones) / steps
+            t2 = seconds / steps
+            shards = max(2 * (t1 - t2 + allreduce), 0.0)  # c: the compute that splits over ranks
             fixed = max(t1 - shards, 0.0)  # o: what every rank does in full
             extra = ", ".join(
-                f"{t1 / (shards / n + fixed + a2 * 2 * (n - 1) / n):.2f}" for n in (4, 8, 16)
+                f"{t1 / (shards / k + fixed + allreduce * 2 * (k - 1) / k):.2f}" for k in (4, 8, 16)
             )
         print(
-            f"| {r['model']} | {r['ranks']} | {r['epoch_seconds']:.2f} | {speedup:.2f} | "
-            f"{r['bytes_per_step']:,.0f} | {r['allreduce_seconds'] * 1e3:.3f} ms | {extra} |"
+            f"| {model} | {n} | {seconds:.2f} | {speedup} | {rows[0]['bytes_per_step']:,.0f} | "
+            f"{allreduce * 1e3:.3f} ms | {extra} |"
         )
 
 
@@ -141,6 +151,7 @@ def main() -> None:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--ranks", default="1,2")
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3, help="launches of each rank count, alternated")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--limit", type=int, default=None, help="train on the first N examples")
     p.add_argument("--data", default="mnist", choices=["mnist", "digits"])
