@@ -78,6 +78,10 @@ INITIALIZERS: dict[str, Initializer] = {
     # N(0, 1): muPC's weights, whose scale lives in the forward pass's multipliers instead.
     "standard_normal": lambda rng, shape: rng.normal(0.0, 1.0, size=shape),
     "uniform": lambda rng, shape: rng.uniform(-0.05, 0.05, size=shape),
+    # U(+-1/sqrt(fan_in)): the default of PyTorch's and Equinox's Linear layers (jpc's "sp").
+    "fan_in_uniform": lambda rng, shape: rng.uniform(
+        -1.0 / math.sqrt(fans(shape)[0]), 1.0 / math.sqrt(fans(shape)[0]), size=shape
+    ),
     "glorot_uniform": _scaled("glorot_uniform", "avg"),
     "glorot_normal": _scaled("glorot_normal", "avg"),
     "he_uniform": _scaled("he_uniform", "fan_in"),

@@ -150,17 +150,20 @@ def test_fullscale_zil_accuracy_is_bp_accuracy(reports: dict[str, str]) -> None:
 
 def test_deep_has_every_row_and_zil_is_backprop(reports: dict[str, str]) -> None:
     table = rows(reports["deep"], "row")
-    by = {(r["row"], r["network"]): r for r in table}
+    by = {(r["row"], r["network"], r["Adam lr"]): r for r in table}
     assert set(by) == {
-        ("BP", "mupc"),
-        ("Z-IL", "mupc"),
-        ("muPC-IL", "mupc"),
-        ("ePC", "mupc"),
-        ("BP", "standard"),
-        ("standard IL", "standard"),
-        ("ePC", "standard"),
+        ("BP", "mupc", "0.1"),
+        ("Z-IL", "mupc", "0.1"),
+        ("muPC-IL", "mupc", "0.1"),
+        ("ePC", "mupc", "0.01"),
+        ("BP", "mupc", "0.01"),
+        ("BP", "sp", "0.001"),
+        ("standard IL", "sp", "0.001"),
+        ("ePC", "sp", "0.001"),
+        ("BP", "standard", "0.001"),
+        ("standard IL", "standard", "0.001"),
     }
-    assert by[("Z-IL", "mupc")]["test acc %"] == by[("BP", "mupc")]["test acc %"]
+    assert by[("Z-IL", "mupc", "0.1")]["test acc %"] == by[("BP", "mupc", "0.1")]["test acc %"]
     for r in table:
         assert r["note"] == "" and 0.0 <= number(r["test acc %"]) <= 100.0
     assert len(rows(reports["deep"], "width")) == 4  # two widths times two depths

@@ -11,8 +11,10 @@ network, at activity lr 0.5 and Adam lr 0.1.
 
 The networks are ``pcgraph.models.deep_mlp`` with the mse loss on one-hot targets (jpc's
 default): ``parameterisation="mupc"`` is jpc's ``make_mlp(param_type="mupc")`` with skips at
-every layer but the first and last (``L = depth + 2`` weight layers), ``"standard"`` is the zoo's
-residual MLP (block weights std 0.01, biases).  Every PC algorithm puts its value nodes on the
+every layer but the first and last (``L = depth + 2`` weight layers); ``"sp"`` is jpc's standard
+parameterisation of the same network (``param_type="sp"``), the "standard PC" of the muPC
+paper's comparison; ``"standard"`` is the zoo's residual MLP, whose blocks start near the
+identity (weights std 0.01, biases).  Every PC algorithm puts its value nodes on the
 marked layers (``value_nodes="layers"``, jpc's activities); jpc's activity learning rate
 ``a`` on its batch-mean energy is pcgraph's per-example rate ``a / B``.  Each row trains its own
 copy of the same initial parameters on the same batches with Adam.
@@ -56,14 +58,17 @@ MUPC_LR = 0.1  # jpc's muPC notebook: Adam
 # one: at Adam lr 0.1 it stayed at chance on the 128-layer network in a 20-batch probe, at 0.01
 # it trained (56 % after 20 batches).
 EPC_MUPC_LR = 0.01
-STANDARD_LR = 1e-3  # Adam's usual rate for the standard network
+STANDARD_LR = 1e-3  # Adam's usual rate, for the networks without muPC
 # ePC's rate on the errors, per example.  Gradient descent on F(e) is stable only below
 # 2 / (1 + ||A||^2), A the Jacobian of the output in every error at once: about layers / width
-# under muPC (its readout is scaled by 1/N), far larger on the standard network, where rates
-# 5e-3, 5e-4, 5e-5 and 1e-5 all diverged within 10 batches (128 layers, width 128).  With Adam
-# the size of the increments matters less than their direction: at a small rate ePC's first
-# step gives rate times the gradient at the hidden layers and the gradient at the readout.
-EPC_RATE = {"mupc": 0.5, "standard": 1e-6}
+# under muPC (its readout is scaled by 1/N), far larger without it: on the zoo's standard
+# network rates 5e-3, 5e-4, 5e-5 and 1e-5 all diverged within 10 batches (128 layers, width
+# 128), and on the sp network, whose residual stream is ~900 times larger, 1e-6 went
+# non-finite on the first batch.  With Adam the size of the increments matters less than their
+# direction: at a small rate ePC's first step gives rate times the gradient at the hidden
+# layers and the gradient at the readout.
+EPC_RATE = {"mupc": 0.5, "sp": 1e-9}
+NETWORKS = ("mupc", "sp", "standard")
 
 
 def one_hot(y: np.ndarray) -> np.ndarray:
@@ -121,9 +126,12 @@ def rows_of(size: Size) -> list[tuple[str, str, str, dict, float]]:
         ("Z-IL", "mupc", "zil", {}, MUPC_LR),
         ("muPC-IL", "mupc", "il", mupc_il, MUPC_LR),
         ("ePC", "mupc", "epc", {**epc, "rate": EPC_RATE["mupc"]}, EPC_MUPC_LR),
+        ("BP", "mupc", "bp", {}, EPC_MUPC_LR),  # BP at ePC's Adam rate
+        ("BP", "sp", "bp", {}, STANDARD_LR),
+        ("standard IL", "sp", "il", mupc_il, STANDARD_LR),
+        ("ePC", "sp", "epc", {**epc, "rate": EPC_RATE["sp"]}, STANDARD_LR),
         ("BP", "standard", "bp", {}, STANDARD_LR),
         ("standard IL", "standard", "il", {**il, "rate": 0.1}, STANDARD_LR),
-        ("ePC", "standard", "epc", {**epc, "rate": EPC_RATE["standard"]}, STANDARD_LR),
     ]
 
 
@@ -142,7 +150,7 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         return pc.compile(g)
 
     table_rows, curves = [], {}
-    programs = {p: network(p, size.layers, size.width) for p in ("mupc", "standard")}
+    programs = {p: network(p, size.layers, size.width) for p in NETWORKS}
     inits = {p: common.host(prog.init_params(seed=0)) for p, prog in programs.items()}
     finals = {}
     for label, par, algo, options, lr in rows_of(size):
@@ -151,8 +159,8 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         common.log(f"deep: {label} on the {par} network")
         losses, failed, seconds = train(prog, params, ds, algo, options, lr, size.batch)
         acc = float("nan") if failed else accuracy(prog, params, x_test, y_test)
-        finals[(label, par)] = common.host(params)
-        curves[f"{label} ({par})"] = losses
+        finals[(label, par, lr)] = common.host(params)
+        curves[f"{label} ({par}, lr {lr:g})"] = losses
         table_rows.append(
             [
                 label,
@@ -165,7 +173,9 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
                 failed or "",
             ]
         )
-    zil_vs_bp = common.sum_abs_diff(finals[("Z-IL", "mupc")], finals[("BP", "mupc")])
+    zil_vs_bp = common.sum_abs_diff(
+        finals[("Z-IL", "mupc", MUPC_LR)], finals[("BP", "mupc", MUPC_LR)]
+    )
     head = ["row", "network", "algorithm", "Adam lr", "test acc %", "loss, last 20", "s", "note"]
 
     # muPC's learning-rate transfer: the best Adam lr of muPC-IL at two widths and two depths.
@@ -208,10 +218,10 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         "data": f"{note}; pixels in [0, 1], one-hot targets, batches of {size.batch}, one epoch",
         "model": f"deep_mlp: {size.layers} weight layers ({size.layers - 2} residual blocks), "
         f"width {size.width}, ReLU, mse loss, float32, seed 0",
-        "inference": f"IL and ePC {size.steps} steps (jpc's paper script); muPC-IL at rate "
-        f"{ACTIVITY_LR}/{size.batch} per example (jpc's activity lr {ACTIVITY_LR}); standard IL "
-        f"at rate 0.1; ePC on the errors at rate {EPC_RATE['mupc']} (muPC network) and "
-        f"{EPC_RATE['standard']} (standard network)",
+        "inference": f"IL and ePC {size.steps} steps (jpc's paper script); IL on the muPC and "
+        f"sp networks at rate {ACTIVITY_LR}/{size.batch} per example (jpc's activity lr "
+        f"{ACTIVITY_LR}), on the zoo's standard network at 0.1; ePC on the errors at rate "
+        f"{EPC_RATE['mupc']} (muPC) and {EPC_RATE['sp']:g} (sp)",
     }
     body = [
         "One epoch of each algorithm from the same initial parameters of each network.",
@@ -226,14 +236,24 @@ def run(quick: bool = False, out: Path = common.DEFAULT_OUT) -> str:
         "",
         common.table(t_head, t_rows),
     ]
-    accs = {(r[0], r[1]): r[4] for r in table_rows}
+    accs = {(r[0], r[1], r[3]): r[4] for r in table_rows}
+    bp_mupc, bp_mupc_slow = (
+        accs[("BP", "mupc", f"{MUPC_LR:g}")],
+        accs[("BP", "mupc", f"{EPC_MUPC_LR:g}")],
+    )
     claims = [
-        f"muPC-IL trains the {size.layers}-layer network: {accs[('muPC-IL', 'mupc')]} % "
-        f"(BP on the same network {accs[('BP', 'mupc')]} %; jpc's notebook reports 93.3 % for "
-        "a 30-layer width-128 network after 900 batches of 64).",
-        f"ePC on the muPC network: {accs[('ePC', 'mupc')]} %; on the standard network "
-        f"{accs[('ePC', 'standard')]} % against BP's {accs[('BP', 'standard')]} %.",
-        f"Standard IL on the standard network: {accs[('standard IL', 'standard')]} %.",
+        f"muPC-IL trains the {size.layers}-layer network: "
+        f"{accs[('muPC-IL', 'mupc', f'{MUPC_LR:g}')]} % (BP on the same network at the same "
+        f"Adam lr {bp_mupc} %; jpc's muPC notebook reports 93.3 % for a 30-layer width-128 "
+        "network after 900 batches of 64).",
+        f"ePC on the muPC network: {accs[('ePC', 'mupc', f'{EPC_MUPC_LR:g}')]} % against BP's "
+        f"{bp_mupc_slow} % at the same Adam lr {EPC_MUPC_LR:g}; on the sp network "
+        f"{accs[('ePC', 'sp', f'{STANDARD_LR:g}')]} %.",
+        f"Standard PC (IL on the sp network): "
+        f"{accs[('standard IL', 'sp', f'{STANDARD_LR:g}')]} % "
+        f"(BP on it {accs[('BP', 'sp', f'{STANDARD_LR:g}')]} %); IL on the zoo's near-identity "
+        f"network {accs[('standard IL', 'standard', f'{STANDARD_LR:g}')]} % (BP "
+        f"{accs[('BP', 'standard', f'{STANDARD_LR:g}')]} %).",
         "The best Adam lr of muPC-IL by (width, layers): "
         + "; ".join(f"({r[0]}, {r[1]}) {r[-1]}" for r in t_rows)
         + ".",

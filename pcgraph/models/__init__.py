@@ -134,13 +134,20 @@ def deep_mlp(
     ``logits = (act(h) @ W_L) / N`` (``head``); each named node is the scaled product, its
     ``matmul`` is ``<name>.matmul``.  See ``spec/models.md``.
 
+    ``parameterisation="sp"``: the standard parameterisation the muPC paper compares against,
+    as jpc builds it (``jpc.make_mlp(param_type="sp")`` with ``jpc.make_skip_model``): the same
+    layers and skips as ``"mupc"``, no biases, weights ``fan_in_uniform`` (U(+-1/sqrt(fan_in)),
+    Equinox's and PyTorch's default) and no multipliers, so the residual stream grows with depth.
+
     ``loss="mse"``: ``mse(logits, y)`` against a float one-hot target ``y (classes,)`` instead
     of the cross-entropy on class indices (jpc's and the muPC paper's default loss).
     """
     if depth < 1 or width < 1:
         raise ValueError(f"deep_mlp needs depth >= 1 and width >= 1, got {depth}, {width}")
-    if parameterisation not in ("standard", "mupc"):
-        raise ValueError(f"parameterisation must be 'standard' or 'mupc', got {parameterisation!r}")
+    if parameterisation not in ("standard", "mupc", "sp"):
+        raise ValueError(
+            f"parameterisation must be 'standard', 'mupc' or 'sp', got {parameterisation!r}"
+        )
     if loss not in ("cross_entropy", "mse"):
         raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {loss!r}")
     act = _activation(activation)
@@ -153,11 +160,15 @@ def deep_mlp(
         return g
 
     x = g.input("x", (in_features,))
-    if parameterisation == "mupc":
+    if parameterisation in ("mupc", "sp"):
         layers = depth + 2  # jpc's L: stem, the residual blocks, head
+        mupc = parameterisation == "mupc"
 
         def scaled(h: Node, name: str, n_out: int, multiplier: float) -> Node:
-            W = g.param(f"{name}.W", (h.shape[-1], n_out), init="standard_normal")
+            shape = (h.shape[-1], n_out)
+            if not mupc:
+                return pc.matmul(h, g.param(f"{name}.W", shape, init="fan_in_uniform"), name=name)
+            W = g.param(f"{name}.W", shape, init="standard_normal")
             return pc.mul(pc.matmul(h, W, name=f"{name}.matmul"), multiplier, name=name)
 
         h = pc.layer(scaled(x, "stem", width, 1.0 / math.sqrt(in_features)))
