@@ -167,3 +167,20 @@ def test_deep_has_every_row_and_zil_is_backprop(reports: dict[str, str]) -> None
     for r in table:
         assert r["note"] == "" and 0.0 <= number(r["test acc %"]) <= 100.0
     assert len(rows(reports["deep"], "width")) == 4  # two widths times two depths
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        "il_steps=3",
+        "il_steps=x,il_rate=0.1,ipc_steps=2,ipc_lr=0.1",
+        "il_steps=2,il_rate=0.1,ipc_steps=2,ipc_lr=0.1,typo=1",
+    ],
+)
+def test_fullscale_refuses_bad_settings_with_a_usage_error(
+    settings: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        EXPERIMENTS["fullscale"].main(["--quick", "--settings", settings])
+    assert stop.value.code == 2
+    assert "argument --settings" in capsys.readouterr().err

@@ -290,8 +290,15 @@ def figure(
     return f"![{name}]({name}.png)"
 
 
-def cli(name: str, run: Callable[[bool, Path], str], doc: str | None) -> Callable[..., int]:
-    """The ``main(argv)`` of an experiment: ``--quick`` and ``--out``; prints the report."""
+def cli(
+    name: str,
+    run: Callable[..., str],
+    doc: str | None,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> Callable[..., int]:
+    """The ``main(argv)`` of an experiment: ``--quick`` and ``--out``, plus what ``options``
+    adds to the parser, passed to ``run`` as keywords (``type=`` converts and checks them, so a
+    bad value is a usage error); prints the report."""
 
     def main(argv: list[str] | None = None) -> int:
         ap = argparse.ArgumentParser(
@@ -305,8 +312,10 @@ def cli(name: str, run: Callable[[bool, Path], str], doc: str | None) -> Callabl
             default=DEFAULT_OUT,
             help=f"folder for {name}.md and the PNG plots (default {DEFAULT_OUT})",
         )
-        args = ap.parse_args(argv)
-        print(run(args.quick, args.out))
+        if options is not None:
+            options(ap)
+        args = vars(ap.parse_args(argv))
+        print(run(args.pop("quick"), args.pop("out"), **args))
         sys.stdout.flush()
         return 0
 

@@ -18,6 +18,7 @@ in seconds.
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,33 +340,56 @@ def _draw(fig: Any, results: list[Result]) -> None:
             ax.legend(fontsize=7)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``--quick``, ``--out`` as every experiment; ``--datasets`` and ``--settings`` (skip the
-    tuning: ``il_steps=20,il_rate=0.1,ipc_steps=20,ipc_lr=0.1``) to split a long run."""
-    import argparse
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n for n in text.split(",") if n)
 
-    ap = argparse.ArgumentParser(prog=f"python -m examples.reproduce.{NAME}")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, for CI (seconds)")
-    ap.add_argument("--out", type=Path, default=common.DEFAULT_OUT, help="folder for the report")
-    ap.add_argument("--datasets", default="mnist,fashion_mnist", help="comma-separated")
-    ap.add_argument("--settings", default="", help="il_steps=,il_rate=,ipc_steps=,ipc_lr=")
-    ap.add_argument("--networks", default="mlp,lenet", help="comma-separated")
-    ap.add_argument("--algorithms", default="bp,zil,il,ipc", help="comma-separated")
-    args = ap.parse_args(argv)
-    settings = None
-    if args.settings:
-        given = dict(kv.split("=") for kv in args.settings.split(","))
+
+def _settings(text: str) -> dict | None:
+    """``il_steps=20,il_rate=0.1,ipc_steps=20,ipc_lr=0.1[,il_lr=...]`` -> ``run``'s settings."""
+    if not text:
+        return None
+    try:
+        given = dict(kv.split("=", 1) for kv in text.split(","))
         settings = {
-            "il": {"steps": int(given["il_steps"]), "rate": float(given["il_rate"])},
-            "ipc": {"steps": int(given["ipc_steps"]), "lr": float(given["ipc_lr"])},
+            "il": {"steps": int(given.pop("il_steps")), "rate": float(given.pop("il_rate"))},
+            "ipc": {"steps": int(given.pop("ipc_steps")), "lr": float(given.pop("ipc_lr"))},
         }
         if "il_lr" in given:
-            settings["il"]["lr"] = float(given["il_lr"])
-    datasets = tuple(args.datasets.split(","))
-    nets, algorithms = tuple(args.networks.split(",")), tuple(args.algorithms.split(","))
-    print(run(args.quick, args.out, datasets, settings, nets, algorithms))
-    return 0
+            settings["il"]["lr"] = float(given.pop("il_lr"))
+    except (KeyError, ValueError) as e:
+        raise argparse.ArgumentTypeError(
+            f"needs il_steps=,il_rate=,ipc_steps=,ipc_lr= (and optionally il_lr=): {e}"
+        ) from None
+    if given:
+        raise argparse.ArgumentTypeError(f"unknown settings {sorted(given)}")
+    return settings
 
+
+def _options(ap: argparse.ArgumentParser) -> None:
+    """``--datasets`` and ``--settings`` (skip the tuning) split a long run."""
+    ap.add_argument(
+        "--datasets", type=_names, default=("mnist", "fashion_mnist"), help="comma-separated"
+    )
+    ap.add_argument(
+        "--settings",
+        type=_settings,
+        default=None,
+        help="skip the tuning: il_steps=20,il_rate=0.1,ipc_steps=20,ipc_lr=0.1[,il_lr=0.01]",
+    )
+    ap.add_argument(
+        "--networks",
+        dest="nets",
+        metavar="NETWORKS",
+        type=_names,
+        default=("mlp", "lenet"),
+        help="comma-separated",
+    )
+    ap.add_argument(
+        "--algorithms", type=_names, default=("bp", "zil", "il", "ipc"), help="comma-separated"
+    )
+
+
+main = common.cli(NAME, run, __doc__, _options)
 
 if __name__ == "__main__":
     raise SystemExit(main())
