@@ -17,6 +17,14 @@ SMALL = {
     "mlp": {"sizes": (6, 5, 4, 3), "activation": "tanh"},
     "mlp-gelu": {"sizes": (5, 4, 3), "activation": "gelu"},
     "deep_mlp": {"depth": 6, "width": 4, "in_features": 5, "classes": 3, "activation": "tanh"},
+    "deep_cnn": {"blocks_per_stage": 2, "width": 2, "in_shape": (2, 8, 8), "classes": 3},
+    "deep_cnn-sp": {
+        "width": 3,
+        "in_shape": (2, 8, 8),
+        "classes": 3,
+        "activation": "tanh",
+        "parameterisation": "sp",
+    },
     "lenet": {"in_shape": (1, 12, 12), "classes": 3, "channels": (2, 3), "kernel": 3},
     "alexnet_small": {
         "in_shape": (3, 8, 8),
