@@ -498,6 +498,94 @@ def transformer_encoder(
     return _classify(g, _linear(g, h, classes, "head"))
 
 
+def transformer_lm(
+    *,
+    T: int = 32,
+    vocab: int = 65,
+    d_model: int = 64,
+    heads: int = 8,
+    blocks: int = 12,
+    activation: str = "gelu",
+    layer_norm: bool = True,
+    parameterisation: str = "mupc",
+    loss: str = "cross_entropy",
+) -> Graph:
+    """A causal (GPT-style) transformer language model: ``int64`` tokens x ``(T,)`` -> logits
+    ``(T, vocab)``, loss ``softmax_cross_entropy`` against the next tokens, an ``int64`` target
+    ``y (T,)`` (summed over positions, as jpc's ``"ce"``), or with ``loss="mse"`` ``mse`` against
+    a float one-hot ``y (T, vocab)``.
+
+    The transformer of the muPC authors' follow-up (Innocenti, Achour, Bogacz 2026, arXiv
+    2602.07697; jpc ``experiments/limits_paper/transformer/model.py``), no biases anywhere:
+    ``h = embedding(x, embed.E) + pos``; ``blocks`` blocks ``h = h + attn(ln1(h)) / L``,
+    ``h = h + mlp(ln2(h)) / L`` (``L = blocks``; ``attn``: causal multi-head self-attention from
+    one ``qkv.W (d, 3d)`` and ``out.W``; ``mlp``: ``act(h @ fc1.W) @ fc2.W``, hidden ``4d``);
+    a final layer norm; ``head``: the logits.  ``layer_norm=False`` puts identities in place of
+    the norms (the authors' ``use_layer_norm=False``); norms scale by a learnt ``gamma (d,)``.
+    ``pc.layer`` marks the embedding, every block's output and the final norm (jpc's
+    activities).
+
+    ``parameterisation="mupc"`` (the only one): the authors' muPC for transformers, every weight
+    ``gpt_normal`` (N(0, 0.02^2)), attention scores ``q k^T / d_head`` (not ``/sqrt(d_head)``),
+    the readout ``(h @ head.W) / d_model`` (``head`` the ``mul`` node).  See
+    ``spec/models.md``.
+    """
+    import numpy as np  # the causal mask's constant
+
+    if d_model % heads:
+        raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
+    if min(T, vocab, blocks) < 1:
+        raise ValueError(f"transformer_lm needs T, vocab, blocks >= 1, got {T}, {vocab}, {blocks}")
+    if parameterisation != "mupc":
+        raise ValueError(f"parameterisation must be 'mupc', got {parameterisation!r}")
+    if loss not in ("cross_entropy", "mse"):
+        raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {loss!r}")
+    act = (lambda h: h) if activation == "linear" else _activation(activation)
+    d, dk = d_model, d_model // heads
+    g = Graph("transformer_lm")
+
+    def dense(h: Node, n_out: int, name: str) -> Node:
+        return pc.matmul(h, g.param(f"{name}.W", (h.shape[-1], n_out), init="gpt_normal"))
+
+    def norm(h: Node, name: str) -> Node:
+        if not layer_norm:
+            return pc.identity(h, name=name)
+        return pc.mul(pc.layer_norm(h), g.param(f"{name}.gamma", (d,), init="ones"), name=name)
+
+    def split_heads(z: Node) -> Node:
+        return pc.transpose(pc.reshape(z, (T, heads, dk)), (1, 0, 2))
+
+    # -1e30 below the diagonal's future: softmax gives those scores exactly 0, as -inf would.
+    future = g.const(np.triu(np.full((T, T), -1e30), k=1), name="causal_mask")
+    h = pc.embedding(
+        g.input("x", (T,), dtype="int64"), g.param("embed.E", (vocab, d), "gpt_normal")
+    )
+    h = pc.layer(h + g.param("pos", (T, d), init="gpt_normal"))
+    for i in range(blocks):
+        name = f"blocks.{i}"
+        q, k, v = map(
+            split_heads,
+            pc.split(dense(norm(h, f"{name}.ln1"), 3 * d, f"{name}.attn.qkv"), 3, axis=-1),
+        )
+        scores = (q @ pc.transpose(k, (0, 2, 1))) * (1.0 / dk) + future
+        o = pc.reshape(pc.transpose(pc.softmax(scores, axis=-1) @ v, (1, 0, 2)), (T, d))
+        h = h + dense(o, d, f"{name}.attn.out") * (1.0 / blocks)
+        m = dense(
+            act(dense(norm(h, f"{name}.ln2"), 4 * d, f"{name}.mlp.fc1")), d, f"{name}.mlp.fc2"
+        )
+        h = pc.layer(h + m * (1.0 / blocks))
+    h = pc.layer(norm(h, "ln_f"))
+    logits = pc.mul(
+        pc.matmul(h, g.param("head.W", (d, vocab), init="gpt_normal")), 1.0 / d, name="head"
+    )
+    if loss == "cross_entropy":
+        y = g.target("y", (T,), dtype="int64")
+        g.set_loss(pc.softmax_cross_entropy(logits, y, name="loss"))
+    else:
+        g.set_loss(pc.mse(logits, g.target("y", (T, vocab)), name="loss"))
+    return g
+
+
 # ------------------------------------------------------------------ generative
 def autoencoder(
     *, in_shape: tuple[int, int, int] = (1, 28, 28), channels: tuple[int, int] = (16, 32)
@@ -567,6 +655,7 @@ MODELS: dict[str, Callable[..., Graph]] = {
     "resnet": resnet,
     "resnet18": resnet18,
     "transformer_encoder": transformer_encoder,
+    "transformer_lm": transformer_lm,
     "autoencoder": autoencoder,
     "generator": generator,
 }
