@@ -25,14 +25,14 @@ STAGES = 3  # the authors' ResNet has three stages: n_res_blocks = 3 * PER_STAGE
 
 
 def authors_resnet(
-    weights: list, param_type: str, act_fn: str, in_channels: int = C, input_size: int = SIDE
+    weights: list, param_type: str, act_fn: str, additive_depth_factor: int = 0
 ) -> list:
     """``ResNet(width=N, n_res_blocks=3 * PER_STAGE, kernel_size=3, stride=1, padding=1,
-    use_bias=False, scale_non_res_layers=False, additive_depth_factor=0)`` as a list of its
+    use_bias=False, scale_non_res_layers=False, in_channels=C, input_size=SIDE)`` as a list of its
     ``layers`` (each a function of a batch), with the given weights in Equinox's layouts: conv
     ``(out, in, k, k)``, readout ``(out, in)``."""
-    n_res_blocks = STAGES * PER_STAGE
-    depth_scaling = 1 / math.sqrt(n_res_blocks) if param_type == "mupc" else 1.0
+    depth = STAGES * PER_STAGE + additive_depth_factor
+    depth_scaling = 1 / math.sqrt(depth) if param_type == "mupc" else 1.0
     act = {"linear": lambda z: z, "relu": torch.relu, "tanh": torch.tanh}[act_fn]
     it = iter(weights)
 
@@ -53,7 +53,7 @@ def authors_resnet(
             conv = scaled_conv(next(it), depth_scaling, act_fn)
             layers.append(lambda z, conv=conv: conv(act(z)) + z)  # ResNetBlock
         layers.append(lambda z: F.avg_pool2d(z, kernel_size=2, stride=2))
-    in_features = N * (input_size // 2**STAGES) ** 2
+    in_features = N * (SIDE // 2**STAGES) ** 2
     W = next(it)
     scaling = 1 / in_features if param_type == "mupc" else 1.0
     layers.append(lambda z: scaling * (z.reshape(z.shape[0], -1) @ W.T))  # Readout: ravel
@@ -87,8 +87,9 @@ def names() -> list[str]:
     return [*out, "head.W"]
 
 
-def setup(param_type: str, activation: str = "relu") -> tuple:
+def setup(param_type: str, activation: str = "relu", extra_depth: int = 0) -> tuple:
     g = pc.models.deep_cnn(
+        extra_depth=extra_depth,
         blocks_per_stage=PER_STAGE,
         width=N,
         in_shape=(C, SIDE, SIDE),
@@ -120,11 +121,22 @@ def test_sp_weights_are_equinox_conv_default_uniform() -> None:
     assert np.abs(params["stage2.block1.W"]).max() > 0.5 * bound
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "linear"])
-@pytest.mark.parametrize("param_type", ["mupc", "sp"])
-def test_forward_pass_equals_the_authors_resnet(param_type: str, activation: str) -> None:
-    g, prog, params, batch, weights = setup(param_type, activation)
-    layers = authors_resnet(weights, param_type, activation)
+@pytest.mark.parametrize(
+    ("param_type", "activation", "extra_depth"),
+    [
+        ("mupc", "relu", 0),
+        ("mupc", "tanh", 0),
+        ("mupc", "linear", 4),  # the README's CNN run: additive_depth_factor 4
+        ("sp", "relu", 0),
+        ("sp", "tanh", 0),
+        ("sp", "linear", 0),
+    ],
+)
+def test_forward_pass_equals_the_authors_resnet(
+    param_type: str, activation: str, extra_depth: int
+) -> None:
+    g, prog, params, batch, weights = setup(param_type, activation, extra_depth)
+    layers = authors_resnet(weights, param_type, activation, extra_depth)
     zs = jpc_ffwd(layers, torch.tensor(batch["x"]))
     np.testing.assert_allclose(
         prog.evaluate(params, batch, "head"), zs[-1].numpy(), rtol=1e-12, atol=1e-14
@@ -208,6 +220,7 @@ def test_mupc_keeps_the_residual_stream_of_order_one_at_any_depth() -> None:
         {"kernel": 2},
         {"in_shape": (3, 4, 4)},
         {"loss": "hinge"},
+        {"extra_depth": -1},
     ],
 )
 def test_bad_settings_are_refused_by_name(bad: dict) -> None:

@@ -209,6 +209,7 @@ def deep_cnn(
     activation: str = "relu",
     parameterisation: str = "mupc",
     loss: str = "cross_entropy",
+    extra_depth: int = 0,
 ) -> Graph:
     """A deep residual CNN of one-conv blocks: x ``in_shape`` (C, H, W) -> logits ``(classes,)``.
 
@@ -223,11 +224,14 @@ def deep_cnn(
     ``parameterisation="mupc"``: Depth-muP as the authors build it, weights ``standard_normal``
     and the scales as ``mul`` nodes (``<name>`` is the scaled product, ``<name>.conv`` /
     ``head.matmul`` the raw one): stage convs ``1/sqrt(C_in k^2)``, residual branches
-    ``gain(act) / sqrt(width k^2) / sqrt(L)`` with ``L = stages * blocks_per_stage``, the readout
+    ``gain(act) / sqrt(width k^2) / sqrt(L)`` with ``L = stages * blocks_per_stage + extra_depth``
+    (``extra_depth``: the authors' ``additive_depth_factor``), the readout
     ``1/F``; ``activation`` one of ``MUPC_CONV_GAINS``.  ``"sp"``: no multipliers, weights
     ``fan_in_uniform`` (Equinox's default).  ``loss="mse"``: against a float one-hot
     ``y (classes,)``.  See ``spec/models.md``.
     """
+    if extra_depth < 0:
+        raise ValueError(f"deep_cnn needs extra_depth >= 0, got {extra_depth}")
     if min(blocks_per_stage, stages, width, kernel) < 1 or kernel % 2 == 0:
         raise ValueError(
             "deep_cnn needs blocks_per_stage, stages, width >= 1 and an odd kernel, got "
@@ -247,7 +251,7 @@ def deep_cnn(
         )
     act = (lambda h: h) if activation == "linear" else _activation(activation)
     mupc = parameterisation == "mupc"
-    depth = stages * blocks_per_stage
+    depth = stages * blocks_per_stage + extra_depth
     g = Graph("deep_cnn")
 
     def conv(h: Node, name: str, multiplier: float) -> Node:
