@@ -544,7 +544,11 @@ def transformer_lm(
         raise ValueError(f"parameterisation must be 'mupc', got {parameterisation!r}")
     if loss not in ("cross_entropy", "mse"):
         raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {loss!r}")
-    act = (lambda h: h) if activation == "linear" else _activation(activation)
+    if activation != "linear" and activation not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}; choose linear or one of {', '.join(ACTIVATIONS)}"
+        )
+    act = (lambda h: h) if activation == "linear" else ACTIVATIONS[activation]
     d, dk = d_model, d_model // heads
     g = Graph("transformer_lm")
 
@@ -559,7 +563,8 @@ def transformer_lm(
     def split_heads(z: Node) -> Node:
         return pc.transpose(pc.reshape(z, (T, heads, dk)), (1, 0, 2))
 
-    # -1e30 below the diagonal's future: softmax gives those scores exactly 0, as -inf would.
+    # -1e30 on the scores of later tokens (above the diagonal): softmax makes them exactly 0,
+    # as the authors' -inf does (a graph constant is finite).
     future = g.const(np.triu(np.full((T, T), -1e30), k=1), name="causal_mask")
     h = pc.embedding(
         g.input("x", (T,), dtype="int64"), g.param("embed.E", (vocab, d), "gpt_normal")
