@@ -1,12 +1,13 @@
-"""muPC for the zoo's deep convolutional network: ``deep_cnn(parameterisation="mupc" | "sp")``
-against the muPC authors' own CNN (Innocenti, Achour, Bogacz 2026, "On the Infinite Width and
+"""muPC for the zoo's residual CNN and transformer: ``deep_cnn(parameterisation="mupc" | "sp")``
+and ``transformer_lm`` against the muPC authors' own CNN (Innocenti, Achour, Bogacz 2026, "On the Infinite Width and
 Depth Limits of Predictive Coding Networks", arXiv 2602.07697), transcribed line by line into
 PyTorch from thebuckleylab/jpc, commit 7d6cc05: ``experiments/limits_paper/cnn/model.py``
 (``ScaledConv2d``, ``ResNetBlock``, ``Readout``, ``ResNet``) and the PC step of
 ``experiments/limits_paper/cnn/test_theory.py`` (``train_pcn``: ``init_activities_with_ffwd``,
 gradient descent on the activities with ``optax.sgd(activity_lr * batch_size)`` on
 ``jpc.pc_energy_fn(loss="ce")``, then ``update_pc_params``).  jpc is not on PyPI and needs JAX;
-its autodiff becomes PyTorch's."""
+its autodiff becomes PyTorch's.  The transformer: ``experiments/limits_paper/transformer/model.py``
+(same commit), below."""
 
 from __future__ import annotations
 
