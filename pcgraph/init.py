@@ -77,6 +77,8 @@ INITIALIZERS: dict[str, Initializer] = {
     "normal": lambda rng, shape: rng.normal(0.0, 0.01, size=shape),
     # N(0, 1): muPC's weights, whose scale lives in the forward pass's multipliers instead.
     "standard_normal": lambda rng, shape: rng.normal(0.0, 1.0, size=shape),
+    # N(0, 0.02^2): GPT-2's init, and every weight of the muPC authors' transformer.
+    "gpt_normal": lambda rng, shape: rng.normal(0.0, 0.02, size=shape),
     "uniform": lambda rng, shape: rng.uniform(-0.05, 0.05, size=shape),
     # U(+-1/sqrt(fan_in)): the default of PyTorch's and Equinox's Linear layers (jpc's "sp").
     "fan_in_uniform": lambda rng, shape: rng.uniform(

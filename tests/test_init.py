@@ -17,6 +17,7 @@ FAN_IN, FAN_OUT = SHAPE
 EXPECTED = {
     "normal": (0.01, None),
     "standard_normal": (1.0, None),
+    "gpt_normal": (0.02, None),
     "uniform": (0.05 / math.sqrt(3), 0.05),
     "fan_in_uniform": (1 / math.sqrt(3 * FAN_IN), 1 / math.sqrt(FAN_IN)),
     "glorot_uniform": (math.sqrt(2 / (FAN_IN + FAN_OUT)), math.sqrt(6 / (FAN_IN + FAN_OUT))),

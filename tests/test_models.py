@@ -17,6 +17,14 @@ SMALL = {
     "mlp": {"sizes": (6, 5, 4, 3), "activation": "tanh"},
     "mlp-gelu": {"sizes": (5, 4, 3), "activation": "gelu"},
     "deep_mlp": {"depth": 6, "width": 4, "in_features": 5, "classes": 3, "activation": "tanh"},
+    "deep_cnn": {"blocks_per_stage": 2, "width": 2, "in_shape": (2, 8, 8), "classes": 3},
+    "deep_cnn-sp": {
+        "width": 3,
+        "in_shape": (2, 8, 8),
+        "classes": 3,
+        "activation": "tanh",
+        "parameterisation": "sp",
+    },
     "lenet": {"in_shape": (1, 12, 12), "classes": 3, "channels": (2, 3), "kernel": 3},
     "alexnet_small": {
         "in_shape": (3, 8, 8),
@@ -40,6 +48,17 @@ SMALL = {
     "resnet18": {"in_shape": (3, 4, 4), "classes": 3},
     "transformer_encoder": {"T": 4, "d_model": 8, "heads": 2, "layers": 2, "classes": 3, "d_ff": 6},
     "transformer_encoder-tokens": {"T": 3, "d_model": 4, "heads": 2, "classes": 3, "vocab": 7},
+    # muPC's small weights and 1/d readout make some gradients tiny; these sizes keep every one
+    # well above the finite difference's rounding (tests/test_mupc_zoo.py checks 2 blocks).
+    "transformer_lm": {"T": 3, "vocab": 4, "d_model": 4, "heads": 2, "blocks": 1},
+    "transformer_lm-nonorm": {
+        "T": 4,
+        "vocab": 3,
+        "d_model": 4,
+        "heads": 2,
+        "blocks": 1,
+        "layer_norm": False,
+    },
     "autoencoder": {"in_shape": (1, 8, 8), "channels": (2, 3)},
     "generator": {"classes": 3, "in_features": 6, "hidden": (4, 5)},
 }

@@ -42,6 +42,15 @@ def _classify(g: Graph, logits: Node) -> Graph:
     return g
 
 
+def _classify_with(g: Graph, logits: Node, loss: str) -> Graph:
+    """``loss="cross_entropy"``: as ``_classify``; ``"mse"``: ``mse(logits, y)`` against a float
+    one-hot target ``y (classes,)`` (jpc's default loss)."""
+    if loss == "cross_entropy":
+        return _classify(g, logits)
+    g.set_loss(pc.mse(logits, g.target("y", logits.shape), name="loss"))
+    return g
+
+
 def _linear(
     g: Graph, x: Node, n_out: int, name: str, init: str = "glorot_uniform", bias: bool = True
 ) -> Node:
@@ -154,10 +163,7 @@ def deep_mlp(
     g = Graph("deep_mlp")
 
     def finish(logits: Node) -> Graph:
-        if loss == "cross_entropy":
-            return _classify(g, logits)
-        g.set_loss(pc.mse(logits, g.target("y", (classes,)), name="loss"))
-        return g
+        return _classify_with(g, logits, loss)
 
     x = g.input("x", (in_features,))
     if parameterisation in ("mupc", "sp"):
@@ -181,6 +187,98 @@ def deep_mlp(
         b = g.param(f"block{i}.b", (width,))
         h = pc.layer(h + pc.linear(act(h), W, b, name=f"block{i}"))
     return finish(_linear(g, h, classes, "head"))
+
+
+# torch.nn.init.calculate_gain of each activation deep_cnn's muPC accepts ("linear": none).
+MUPC_CONV_GAINS: dict[str, float] = {
+    "linear": 1.0,
+    "relu": math.sqrt(2.0),
+    "leaky_relu": math.sqrt(2.0 / (1.0 + 0.01**2)),  # pcgraph's and JAX's slope 0.01
+    "tanh": 5.0 / 3.0,
+}
+
+
+def deep_cnn(
+    *,
+    blocks_per_stage: int = 1,
+    stages: int = 3,
+    width: int = 16,
+    in_shape: tuple[int, int, int] = (3, 32, 32),
+    classes: int = 10,
+    kernel: int = 3,
+    activation: str = "relu",
+    parameterisation: str = "mupc",
+    loss: str = "cross_entropy",
+    extra_depth: int = 0,
+) -> Graph:
+    """A deep residual CNN of one-conv blocks: x ``in_shape`` (C, H, W) -> logits ``(classes,)``.
+
+    The ResNet of the muPC authors' follow-up (Innocenti, Achour, Bogacz 2026, arXiv 2602.07697;
+    jpc ``experiments/limits_paper/cnn/model.py``): ``stages`` stages, each a plain
+    ``kernel``x``kernel`` convolution to ``width`` channels (``stage{s}.conv``, padding
+    ``kernel // 2``), ``blocks_per_stage`` residual blocks ``h = h + conv(act(h))``
+    (``stage{s}.block{i}``) and a 2x2 average pool (``stage{s}.pool``); then the flattened
+    stream ``(F,)`` times ``head.W (F, classes)``.  No biases, no normalisation.  Every stage
+    conv, block and pool output is marked with ``pc.layer`` (jpc's activities).
+
+    ``parameterisation="mupc"``: Depth-muP as the authors build it, weights ``standard_normal``
+    and the scales as ``mul`` nodes (``<name>`` is the scaled product, ``<name>.conv`` /
+    ``head.matmul`` the raw one): stage convs ``1/sqrt(C_in k^2)``, residual branches
+    ``gain(act) / sqrt(width k^2) / sqrt(L)`` with ``L = stages * blocks_per_stage + extra_depth``
+    (``extra_depth``: the authors' ``additive_depth_factor``), the readout
+    ``1/F``; ``activation`` one of ``MUPC_CONV_GAINS``.  ``"sp"``: no multipliers, weights
+    ``fan_in_uniform`` (Equinox's default).  ``loss="mse"``: against a float one-hot
+    ``y (classes,)``.  See ``spec/models.md``.
+    """
+    if extra_depth < 0:
+        raise ValueError(f"deep_cnn needs extra_depth >= 0, got {extra_depth}")
+    if min(blocks_per_stage, stages, width, kernel) < 1 or kernel % 2 == 0:
+        raise ValueError(
+            "deep_cnn needs blocks_per_stage, stages, width >= 1 and an odd kernel, got "
+            f"{blocks_per_stage}, {stages}, {width}, {kernel}"
+        )
+    if parameterisation not in ("mupc", "sp"):
+        raise ValueError(f"parameterisation must be 'mupc' or 'sp', got {parameterisation!r}")
+    if loss not in ("cross_entropy", "mse"):
+        raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {loss!r}")
+    if activation not in MUPC_CONV_GAINS:
+        raise ValueError(
+            f"unknown activation {activation!r}; choose one of {', '.join(MUPC_CONV_GAINS)}"
+        )
+    if min(in_shape[1:]) < 2**stages:
+        raise ValueError(
+            f"deep_cnn: {stages} 2x2 poolings need H, W >= {2**stages}, got {in_shape}"
+        )
+    act = (lambda h: h) if activation == "linear" else _activation(activation)
+    mupc = parameterisation == "mupc"
+    depth = stages * blocks_per_stage + extra_depth
+    g = Graph("deep_cnn")
+
+    def conv(h: Node, name: str, multiplier: float) -> Node:
+        shape = (width, h.shape[0], kernel, kernel)
+        if not mupc:
+            W = g.param(f"{name}.W", shape, init="fan_in_uniform")
+            return pc.conv2d(h, W, padding=kernel // 2, name=name)
+        W = g.param(f"{name}.W", shape, init="standard_normal")
+        raw = pc.conv2d(h, W, padding=kernel // 2, name=f"{name}.conv")
+        return pc.mul(raw, multiplier, name=name)
+
+    h = g.input("x", in_shape)
+    branch_scale = MUPC_CONV_GAINS[activation] / math.sqrt(width * kernel**2 * depth)
+    for s in range(1, stages + 1):
+        h = pc.layer(conv(h, f"stage{s}.conv", 1.0 / math.sqrt(h.shape[0] * kernel**2)))
+        for i in range(blocks_per_stage):
+            h = pc.layer(h + conv(act(h), f"stage{s}.block{i}", branch_scale))
+        h = pc.layer(pc.avg_pool2d(h, 2, name=f"stage{s}.pool"))
+    h = pc.flatten(h)
+    features = h.shape[0]
+    if mupc:
+        W = g.param("head.W", (features, classes), init="standard_normal")
+        logits = pc.mul(pc.matmul(h, W, name="head.matmul"), 1.0 / features, name="head")
+    else:
+        W = g.param("head.W", (features, classes), init="fan_in_uniform")
+        logits = pc.matmul(h, W, name="head")
+    return _classify_with(g, logits, loss)
 
 
 def lenet(
@@ -404,6 +502,99 @@ def transformer_encoder(
     return _classify(g, _linear(g, h, classes, "head"))
 
 
+def transformer_lm(
+    *,
+    T: int = 32,
+    vocab: int = 65,
+    d_model: int = 64,
+    heads: int = 8,
+    blocks: int = 12,
+    activation: str = "gelu",
+    layer_norm: bool = True,
+    parameterisation: str = "mupc",
+    loss: str = "cross_entropy",
+) -> Graph:
+    """A causal (GPT-style) transformer language model: ``int64`` tokens x ``(T,)`` -> logits
+    ``(T, vocab)``, loss ``softmax_cross_entropy`` against the next tokens, an ``int64`` target
+    ``y (T,)`` (summed over positions, as jpc's ``"ce"``), or with ``loss="mse"`` ``mse`` against
+    a float one-hot ``y (T, vocab)``.
+
+    The transformer of the muPC authors' follow-up (Innocenti, Achour, Bogacz 2026, arXiv
+    2602.07697; jpc ``experiments/limits_paper/transformer/model.py``), no biases anywhere:
+    ``h = embedding(x, embed.E) + pos``; ``blocks`` blocks ``h = h + attn(ln1(h)) / L``,
+    ``h = h + mlp(ln2(h)) / L`` (``L = blocks``; ``attn``: causal multi-head self-attention from
+    one ``qkv.W (d, 3d)`` and ``out.W``; ``mlp``: ``act(h @ fc1.W) @ fc2.W``, hidden ``4d``);
+    a final layer norm; ``head``: the logits.  ``layer_norm=False`` puts identities in place of
+    the norms (the authors' ``use_layer_norm=False``); norms scale by a learnt ``gamma (d,)``.
+    ``pc.layer`` marks the embedding, every block's output and the final norm (jpc's
+    activities).
+
+    ``parameterisation="mupc"`` (the only one): the authors' muPC for transformers, every weight
+    ``gpt_normal`` (N(0, 0.02^2)), attention scores ``q k^T / d_head`` (not ``/sqrt(d_head)``),
+    the readout ``(h @ head.W) / d_model`` (``head`` the ``mul`` node).  See
+    ``spec/models.md``.
+    """
+    import numpy as np  # the causal mask's constant
+
+    if d_model % heads:
+        raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
+    if min(T, vocab, blocks) < 1:
+        raise ValueError(f"transformer_lm needs T, vocab, blocks >= 1, got {T}, {vocab}, {blocks}")
+    if parameterisation != "mupc":
+        raise ValueError(f"parameterisation must be 'mupc', got {parameterisation!r}")
+    if loss not in ("cross_entropy", "mse"):
+        raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {loss!r}")
+    if activation != "linear" and activation not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}; choose linear or one of {', '.join(ACTIVATIONS)}"
+        )
+    act = (lambda h: h) if activation == "linear" else ACTIVATIONS[activation]
+    d, dk = d_model, d_model // heads
+    g = Graph("transformer_lm")
+
+    def dense(h: Node, n_out: int, name: str) -> Node:
+        return pc.matmul(h, g.param(f"{name}.W", (h.shape[-1], n_out), init="gpt_normal"))
+
+    def norm(h: Node, name: str) -> Node:
+        if not layer_norm:
+            return pc.identity(h, name=name)
+        return pc.mul(pc.layer_norm(h), g.param(f"{name}.gamma", (d,), init="ones"), name=name)
+
+    def split_heads(z: Node) -> Node:
+        return pc.transpose(pc.reshape(z, (T, heads, dk)), (1, 0, 2))
+
+    # -1e30 on the scores of later tokens (above the diagonal): softmax makes them exactly 0,
+    # as the authors' -inf does (a graph constant is finite).
+    future = g.const(np.triu(np.full((T, T), -1e30), k=1), name="causal_mask")
+    h = pc.embedding(
+        g.input("x", (T,), dtype="int64"), g.param("embed.E", (vocab, d), "gpt_normal")
+    )
+    h = pc.layer(h + g.param("pos", (T, d), init="gpt_normal"))
+    for i in range(blocks):
+        name = f"blocks.{i}"
+        q, k, v = map(
+            split_heads,
+            pc.split(dense(norm(h, f"{name}.ln1"), 3 * d, f"{name}.attn.qkv"), 3, axis=-1),
+        )
+        scores = (q @ pc.transpose(k, (0, 2, 1))) * (1.0 / dk) + future
+        o = pc.reshape(pc.transpose(pc.softmax(scores, axis=-1) @ v, (1, 0, 2)), (T, d))
+        h = h + dense(o, d, f"{name}.attn.out") * (1.0 / blocks)
+        m = dense(
+            act(dense(norm(h, f"{name}.ln2"), 4 * d, f"{name}.mlp.fc1")), d, f"{name}.mlp.fc2"
+        )
+        h = pc.layer(h + m * (1.0 / blocks))
+    h = pc.layer(norm(h, "ln_f"))
+    logits = pc.mul(
+        pc.matmul(h, g.param("head.W", (d, vocab), init="gpt_normal")), 1.0 / d, name="head"
+    )
+    if loss == "cross_entropy":
+        y = g.target("y", (T,), dtype="int64")
+        g.set_loss(pc.softmax_cross_entropy(logits, y, name="loss"))
+    else:
+        g.set_loss(pc.mse(logits, g.target("y", (T, vocab)), name="loss"))
+    return g
+
+
 # ------------------------------------------------------------------ generative
 def autoencoder(
     *, in_shape: tuple[int, int, int] = (1, 28, 28), channels: tuple[int, int] = (16, 32)
@@ -465,6 +656,7 @@ def generator(
 MODELS: dict[str, Callable[..., Graph]] = {
     "mlp": mlp,
     "deep_mlp": deep_mlp,
+    "deep_cnn": deep_cnn,
     "lenet": lenet,
     "alexnet_small": alexnet_small,
     "rnn_many_to_one": rnn_many_to_one,
@@ -472,11 +664,12 @@ MODELS: dict[str, Callable[..., Graph]] = {
     "resnet": resnet,
     "resnet18": resnet18,
     "transformer_encoder": transformer_encoder,
+    "transformer_lm": transformer_lm,
     "autoencoder": autoencoder,
     "generator": generator,
 }
 
-__all__ = ["MODELS", "ACTIVATIONS", "build", *MODELS]
+__all__ = ["MODELS", "ACTIVATIONS", "MUPC_CONV_GAINS", "build", *MODELS]
 
 
 def build(name: str, **kwargs: Any) -> Graph:
