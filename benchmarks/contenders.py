@@ -25,6 +25,16 @@ PC_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def mupc_options(algorithm: str, batch: int) -> dict[str, Any]:
+    """IL's or ePC's settings on the deep muPC network, as ``examples/reproduce/deep.py``
+    trains it (issue 27): its inference steps, value nodes on the marked layers, IL at jpc's
+    activity rate on the batch mean (per example: over ``batch``), ePC at its error rate."""
+    from examples.reproduce import deep
+
+    rate = deep.ACTIVITY_LR / batch if algorithm == "il" else deep.EPC_RATE["mupc"]
+    return {"steps": deep.FULL.steps, "rate": rate, "value_nodes": "layers"}
+
+
 @dataclass
 class Stepper:
     """``step(i)`` runs training step ``i`` (on batch ``i % batches``); ``sync()`` waits for the
@@ -41,7 +51,7 @@ class Contender:
     label: str  # the row label in the report
     runtime: str  # "pcgraph", "pytorch", "pcx" or "numpy": what its process imports
     make: Callable[[Network, str], Stepper]
-    applies: Callable[[Network], bool] = lambda net: True
+    applies: Callable[[Network], bool] = lambda net: not net.is_mupc  # its own rows: _is_mupc
     needs: tuple[str, ...] = ()  # importable modules it needs
 
     def missing(self) -> str | None:
@@ -87,7 +97,10 @@ def peak_step_memory(net: Network, device: str, algorithm: str) -> int:
         tracemalloc.stop()
 
 
-def _pcgraph(algorithm: str, **extra: Any) -> Callable[[Network, str], Stepper]:
+def _pcgraph(algorithm: str, mupc: bool = False, **extra: Any) -> Callable[[Network, str], Stepper]:
+    """pcgraph's ``train_step`` with plain SGD and ``PC_OPTIONS``; with ``mupc``, Adam and
+    ``mupc_options`` (the deep reproduction's training)."""
+
     def make(net: Network, device: str) -> Stepper:
         import pcgraph as pc
 
@@ -96,8 +109,10 @@ def _pcgraph(algorithm: str, **extra: Any) -> Callable[[Network, str], Stepper]:
             info["peak_bytes"] = peak_step_memory(net, device, algorithm)
         prog, g, params = _program(net, device)
         feeds = _device_batches(prog, net, g)
-        opt = pc.optim.SGD(lr=LR)
-        options = {**PC_OPTIONS[algorithm], **extra}
+        if mupc:
+            opt, options = pc.optim.Adam(lr=LR), mupc_options(algorithm, net.batch)
+        else:
+            opt, options = pc.optim.SGD(lr=LR), {**PC_OPTIONS[algorithm], **extra}
 
         def step(i: int) -> float:
             return prog.train_step(
@@ -247,8 +262,6 @@ def _pcx(net: Network, device: str) -> Stepper:
 def _fabricpc(net: Network, device: str) -> Stepper:
     """FabricPC's IL step, one value node per layer, 20 inference steps
     (``benchmarks/fabricpc_peer.py``): pcgraph's ``il-layers`` row computes the same update."""
-    import time
-
     import jax
     import jax.numpy as jnp
 
@@ -261,10 +274,45 @@ def _fabricpc(net: Network, device: str) -> Stepper:
     il = PC_OPTIONS["il"]
     peer = FabricPCStep(net.mlp_sizes, params, lr=LR, steps=il["steps"], rate=il["rate"])
     feeds = [(jnp.asarray(b["x"]), jnp.asarray(b["y"])) for b in batches(net, g)]
+    return _compiled_first(peer.step, feeds)
+
+
+def _compiled_first(step: Callable[..., Any], feeds: list[tuple]) -> Stepper:
+    """A JAX peer's ``step(*feed)`` on rotating feeds, its first call (tracing and XLA
+    compilation) made here and reported apart as ``compile_s``, not timed."""
+    import time
+
     start = time.perf_counter()
-    peer.step(*feeds[0])  # traces and compiles: reported apart, not timed
+    step(*feeds[0])
     info = {"compile_s": time.perf_counter() - start}
-    return Stepper(lambda i: peer.step(*feeds[i % len(feeds)]), lambda: None, info)
+    return Stepper(lambda i: step(*feeds[i % len(feeds)]), lambda: None, info)
+
+
+def _fabricpc_mupc(algorithm: str) -> Callable[[Network, str], Stepper]:
+    """FabricPC's IL (``InferenceSGD``) or ePC (``EPCInference``) training step with optax's
+    Adam on the deep muPC network (``benchmarks/fabricpc_deep_peer.py``): pcgraph's
+    ``il-mupc`` / ``epc-mupc`` rows compute the same update."""
+
+    def make(net: Network, device: str) -> Stepper:
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        from benchmarks.fabricpc_deep_peer import FabricPCDeepStep
+        from benchmarks.networks import batches
+
+        if device == "gpu" and jax.default_backend() != "gpu":
+            raise RuntimeError(f"JAX runs on {jax.default_backend()}, not a GPU")
+        _, g, params = _program(net, "cpu")
+        options = mupc_options(algorithm, net.batch)
+        depth, width = net.mupc
+        peer = FabricPCDeepStep(
+            depth, width, params, algorithm, options["steps"], options["rate"], optax.adam(LR)
+        )
+        feeds = [(jnp.asarray(b["x"]), jnp.asarray(b["y"])) for b in batches(net, g)]
+        return _compiled_first(peer.step, feeds)
+
+    return make
 
 
 # ------------------------------------------------------------------ the NumPy floor
@@ -290,6 +338,10 @@ def _floor(preallocated: bool) -> Callable[[Network, str], Stepper]:
 
 def _is_mlp(net: Network) -> bool:
     return net.is_mlp
+
+
+def _is_mupc(net: Network) -> bool:
+    return net.is_mupc
 
 
 CONTENDERS: dict[str, Contender] = {
@@ -324,6 +376,27 @@ CONTENDERS: dict[str, Contender] = {
             _fabricpc,
             _is_mlp,
             ("fabricpc", "jax", "optax"),
+        ),
+        *(
+            Contender(
+                f"{a}-mupc",
+                f"pcgraph {a} (layers, Adam)",
+                "pcgraph",
+                _pcgraph(a, True),
+                _is_mupc,
+            )
+            for a in ("il", "epc")
+        ),
+        *(
+            Contender(
+                f"fabricpc-{a}-mupc",
+                f"fabricpc {a} (Adam)",
+                "fabricpc",
+                _fabricpc_mupc(a),
+                _is_mupc,
+                ("fabricpc", "jax", "optax"),
+            )
+            for a in ("il", "epc")
         ),
         Contender("numpy", "numpy (hand)", "numpy", _floor(False), _is_mlp),
         Contender("numpy-out", "numpy (hand, out= buffers)", "numpy", _floor(True), _is_mlp),

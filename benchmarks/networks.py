@@ -23,10 +23,15 @@ class Network:
     build: Callable[[], pc.Graph]
     batch: int
     mlp_sizes: tuple[int, ...] = ()  # the layer widths when it is the zoo's relu MLP
+    mupc: tuple[int, int] = ()  # (depth, width) when it is deep_mlp(parameterisation="mupc")
 
     @property
     def is_mlp(self) -> bool:
         return bool(self.mlp_sizes)
+
+    @property
+    def is_mupc(self) -> bool:
+        return bool(self.mupc)
 
 
 def _mlp(sizes: tuple[int, ...], batch: int) -> Network:
@@ -36,12 +41,32 @@ def _mlp(sizes: tuple[int, ...], batch: int) -> Network:
     return Network(name, lambda: mlp(sizes=sizes, activation="relu"), batch, sizes)
 
 
+def _mupc(layers: int, width: int, batch: int) -> Network:
+    """Issue 27's deep network: jpc's muPC residual ReLU MLP of ``layers`` weight layers on
+    MNIST-sized inputs, mse loss on a float target (the reproduction ``examples/reproduce/
+    deep.py`` trains it at its ``FULL`` size)."""
+    from pcgraph.models import deep_mlp
+
+    depth = layers - 2
+    return Network(
+        f"deep_mlp mupc L{layers} w{width} b{batch}",
+        lambda: deep_mlp(depth=depth, width=width, parameterisation="mupc", loss="mse"),
+        batch,
+        mupc=(depth, width),
+    )
+
+
 def networks(smoke: bool = False, device: str = "cpu") -> list[Network]:
     """The networks of the report (tiny versions with ``smoke``; on a GPU, batches of 256)."""
+    from examples.reproduce import deep
     from pcgraph import models
 
     if smoke:
-        return [_mlp((32, 16, 10), 8), Network("lenet b4", lambda: models.lenet(), 4)]
+        return [
+            _mlp((32, 16, 10), 8),
+            Network("lenet b4", lambda: models.lenet(), 4),
+            _mupc(6, 16, 8),
+        ]
     if device == "gpu":
         return [
             _mlp((784, 256, 256, 10), 256),
@@ -62,6 +87,7 @@ def networks(smoke: bool = False, device: str = "cpu") -> list[Network]:
             lambda: models.transformer_encoder(T=16, d_model=64, heads=4, layers=1),
             32,
         ),
+        _mupc(deep.FULL.layers, deep.FULL.width, deep.FULL.batch),
     ]
 
 

@@ -11,7 +11,10 @@ one process slow each other down with the threads each leaves spinning after a c
 
 Also measured, each in processes of its own: one epoch of MNIST end to end (``benchmarks/
 epoch.py``, pcgraph against an idiomatic PyTorch script with a ``DataLoader``), a long training
-run's step time at its start and end, the zil/bp peak memory, and compile time.  ``--smoke``
+run's step time at its start and end, the zil/bp peak memory, and compile time.  The deep muPC
+network of issue 27 (``--only mupc``) has rows of its own: pcgraph's IL and ePC as
+``examples/reproduce/deep.py`` trains them, against FabricPC's (``benchmarks/
+fabricpc_deep_peer.py``), with seconds per MNIST epoch extrapolated from the steps.  ``--smoke``
 runs tiny networks once, to keep the harness working in CI; its figures mean nothing.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import benchmarks
-from benchmarks.contenders import CONTENDERS, PC_OPTIONS
+from benchmarks.contenders import CONTENDERS, LR, PC_OPTIONS, mupc_options
 from benchmarks.networks import Network, networks
 from benchmarks.timing import Paired, paired
 
@@ -44,7 +48,17 @@ COMPARISONS = (
     ("numpy", "/ NumPy floor"),
     ("bp", "/ pcgraph bp"),
     ("pcx", "/ PCX il"),
+    ("fabricpc", "/ FabricPC"),
 )
+# The "/ FabricPC" column: each pcgraph row over the FabricPC row computing the same update.
+FABRICPC_TWINS = {
+    "il-layers": "fabricpc",
+    "il-mupc": "fabricpc-il-mupc",
+    "epc-mupc": "fabricpc-epc-mupc",
+}
+# A muPC network's seconds per MNIST epoch: its ms per step times the steps of an epoch of
+# MNIST_TRAIN examples (an epoch of the 128-layer network runs for many minutes per contender).
+MNIST_TRAIN = 60_000
 # The executor issue's targets: (contender, reference, network name prefix, bound).
 TARGETS = (
     ("bp", "torch", "mlp 784-256-256-10 b64", 0.85),
@@ -246,6 +260,8 @@ def render(
                 continue
             cols = []
             for ref, _ in COMPARISONS:
+                if ref == "fabricpc":
+                    ref = FABRICPC_TWINS.get(name, "")
                 fits = name != ref and (ref != "bp" or CONTENDERS[name].runtime == "pcgraph")
                 fits = fits and (ref != "pcx" or name in ("il", "pcx"))
                 cols.append(_fmt_ratio(results.pair(net.name, name, ref)) if fits else "")
@@ -394,9 +410,23 @@ def main(argv: list[str] | None = None) -> int:
             extra[f"peak memory of a gradient computation, {net.name}"] = (
                 f"zil / bp = {zil / bp:.2f} (bp {bp / 2**20:.1f} MiB, zil {zil / 2**20:.1f} MiB)"
             )
-        if per.get("pcx") and "compile_s" in per["pcx"][0]:
-            extra[f"PCX's first call (tracing and XLA compilation), {net.name}"] = (
-                f"{statistics.median(r['compile_s'] for r in per['pcx']):.1f} s, not timed"
+        for name, rows in per.items():
+            if rows and "compile_s" in rows[0]:
+                extra[
+                    f"{CONTENDERS[name].label}'s first call (tracing and XLA compilation), "
+                    f"{net.name}"
+                ] = f"{statistics.median(r['compile_s'] for r in rows):.1f} s, not timed"
+        if net.is_mupc and any(per.values()):
+            steps = math.ceil(MNIST_TRAIN / net.batch)
+            seconds = {
+                CONTENDERS[n].label: statistics.median(r["ms"] for r in rows) * steps / 1e3
+                for n, rows in per.items()
+                if rows
+            }
+            extra[f"seconds per MNIST epoch, {net.name}"] = (
+                "; ".join(f"{label} {s:.0f} s" for label, s in seconds.items())
+                + f" (median ms per step x {steps} steps of {net.batch}: extrapolated, not an "
+                "epoch run; the ratios are the steps' ratios)"
             )
     epochs: dict = {}
     if not args.smoke and not args.no_epoch and args.device == "cpu":
@@ -424,6 +454,16 @@ def main(argv: list[str] | None = None) -> int:
     extra[f"compile a {compile_nodes:,}-node graph with its bp and zil schedules"] = (
         f"{comp['seconds'] * 1e3:.0f} ms"
     )
+    for net in (net for net in chosen if net.is_mupc):
+        il, epc = mupc_options("il", net.batch), mupc_options("epc", net.batch)
+        extra[f"the rows of {net.name}"] = (
+            "the deep reproduction's training (issue 27, examples/reproduce/deep.py): Adam "
+            f"(lr {LR:g}) instead of SGD, value nodes on the marked layers; IL {il['steps']} "
+            f"steps at {il['rate']:g} per example, ePC {epc['steps']} steps at {epc['rate']:g}; "
+            "FabricPC's step is its trainer's jitted step (feed-forward init, InferenceSGD or "
+            "EPCInference, mean local gradients, optax.adam) on the same weights with jpc's "
+            "multipliers (benchmarks/fabricpc_deep_peer.py)"
+        )
     if "pcx" in names:
         il = PC_OPTIONS["il"]
         extra["pcx il"] = (

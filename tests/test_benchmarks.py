@@ -35,10 +35,13 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path: Path) -> None:
         "| pcgraph il-prox |",
         "| numpy (hand) |",
         "| numpy (hand, out= buffers) |",
+        "| deep_mlp mupc L6 w16 b8 | pcgraph il (layers, Adam) |",
+        "| deep_mlp mupc L6 w16 b8 | pcgraph epc (layers, Adam) |",
     ):
         assert row in text
     for part in ("## Targets", "100-node", "long run", "zil / bp =", "alone in its process"):
         assert part in text
+    assert "seconds per MNIST epoch, deep_mlp mupc L6 w16 b8: pcgraph il" in text
 
 
 def test_the_large_graph_benchmark_replaces_only_its_own_section(tmp_path: Path) -> None:
