@@ -63,6 +63,7 @@ class NodeSpec:
     init: Any = None
     value: Any = None
     layer: bool = False  # marked with ``pc.layer``: a value node under value_nodes="layers"
+    lr_scale: float = 1.0  # a param's factor on the optimiser's learning rate
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ def analyse(graph: Graph) -> Compiled:
                 {},
                 data.get("init"),
                 data.get("value"),
+                lr_scale=data.get("lr_scale", 1.0),
             )
             continue
         op = data["op"]  # Graph.check validated kind and op

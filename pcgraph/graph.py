@@ -230,10 +230,25 @@ class Graph:
             name, kind="target", shape=_shape(shape, what), dtype=_dtype(dtype, what), batched=True
         )
 
-    def param(self, name: str, shape: Iterable[int], init: InitSpec | None = None) -> Node:
+    def param(
+        self,
+        name: str,
+        shape: Iterable[int],
+        init: InitSpec | None = None,
+        lr_scale: float = 1.0,
+    ) -> Node:
         """A trainable parameter (no batch axis); ``init`` is a name in ``pc.init.INITIALIZERS``
-        or a callable ``(rng, shape) -> array``; by default glorot_uniform for rank >= 2, else zeros."""
+        or a callable ``(rng, shape) -> array``; by default glorot_uniform for rank >= 2, else zeros.
+        ``lr_scale`` multiplies the optimiser's learning rate for this parameter (per-layer rates,
+        e.g. muPC's for Adam: ``spec/models.md``)."""
         shp = _shape(shape, f"param {name!r}")
+        if (
+            isinstance(lr_scale, bool)
+            or not isinstance(lr_scale, numbers.Real)
+            or not (math.isfinite(lr_scale) and lr_scale > 0)
+        ):
+            raise GraphError(f"param {name!r}: lr_scale={lr_scale!r:.40} must be a number > 0")
+        lr_scale = float(lr_scale)
         if (
             init is not None
             and not callable(init)
@@ -243,7 +258,10 @@ class Graph:
                 f"param {name!r}: unknown init {init!r}; use a callable (rng, shape) -> array or "
                 f"one of {', '.join(INITIALIZERS)}"
             )
-        return self._new(name, kind="param", shape=shp, dtype="float", batched=False, init=init)
+        extra = {"lr_scale": lr_scale} if lr_scale != 1.0 else {}
+        return self._new(
+            name, kind="param", shape=shp, dtype="float", batched=False, init=init, **extra
+        )
 
     def const(self, value: Any, name: str | None = None) -> Node:
         """A constant: a Python number or an array-like (stored as given, cast by the backend)."""

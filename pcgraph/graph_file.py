@@ -109,7 +109,7 @@ def fingerprint(obj: Any) -> str:
 _LEAF_FIELDS = {
     "input": {"name", "kind", "shape", "dtype"},
     "target": {"name", "kind", "shape", "dtype"},
-    "param": {"name", "kind", "shape", "init", "dtype"},
+    "param": {"name", "kind", "shape", "init", "dtype", "lr_scale"},
     "const": {"name", "kind", "shape", "value", "dtype"},
     "op": {"name", "kind", "op", "operands", "attrs", "shape", "dtype", "layer"},
 }
@@ -142,6 +142,8 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
                     f"({', '.join(INITIALIZERS)}) or set it again after loading"
                 )
             entry["init"] = init
+            if d.get("lr_scale", 1.0) != 1.0:
+                entry["lr_scale"] = d["lr_scale"]
         elif kind == "const":
             value = np.asarray(to_numpy(d["value"]), dtype=np.float64)
             if not np.all(np.isfinite(value)):
@@ -302,7 +304,17 @@ class _Reader:
                     f"unknown init {init!r:.60}; files may name only {', '.join(INITIALIZERS)}",
                     name,
                 )
-            g.nx.add_node(name, kind="param", shape=shape, dtype="float", batched=False, init=init)
+            lr_scale = entry.get("lr_scale", 1.0)
+            if (
+                isinstance(lr_scale, bool)
+                or not isinstance(lr_scale, (int, float))
+                or not (math.isfinite(lr_scale) and lr_scale > 0)
+            ):
+                raise self.fail(f"'lr_scale' must be a number > 0, got {lr_scale!r:.40}", name)
+            extra = {"lr_scale": float(lr_scale)} if lr_scale != 1.0 else {}
+            g.nx.add_node(
+                name, kind="param", shape=shape, dtype="float", batched=False, init=init, **extra
+            )
             return
         if kind == "const":
             if "value" not in entry:

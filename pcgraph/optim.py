@@ -90,9 +90,12 @@ class Optimizer:
         grads: Mapping[str, Any],
         kernels: Any,
         scale: float = 1.0,
+        lr_scale: Mapping[str, float] | None = None,
     ) -> Staged:
         """Each parameter's delta and the new state, into the optimiser's own buffers;
-        ``grads`` come multiplied by ``scale`` (this optimiser's ``gradient_scale()``, or 1)."""
+        ``grads`` come multiplied by ``scale`` (this optimiser's ``gradient_scale()``, or 1);
+        ``lr_scale`` multiplies the learning rate of the parameters it names (the graph's
+        per-parameter factors, ``Graph.param(lr_scale=)``)."""
         raise NotImplementedError
 
     def commit(self, staged: Staged, params: Mapping[str, Any], kernels: Any) -> None:
@@ -273,10 +276,12 @@ class SGD(Optimizer):
         grads: Mapping[str, Any],
         kernels: Any,
         scale: float = 1.0,
+        lr_scale: Mapping[str, float] | None = None,
     ) -> Staged:
         step = self.state.get("step", 0) + 1
+        lr_scale = lr_scale or {}
         if scale != 1.0:  # the gradients are the steps already (see gradient_scale)
-            if scale != self.gradient_scale():
+            if scale != self.gradient_scale() or lr_scale:
                 raise OptionError(f"SGD cannot take gradients scaled by {scale!r}")
             deltas = {name: grads[name] for name in params}
             return Staged(deltas, {}, step, self._probe(kernels, list(deltas.values())))
@@ -302,7 +307,8 @@ class SGD(Optimizer):
                     direction = kernels.axpy(
                         self.momentum, v_new, g, self._buffer("nesterov", name, g, kernels)
                     )
-            deltas[name] = kernels.scaled(direction, -self.lr, views.get(name))
+            lr = self.lr * lr_scale.get(name, 1.0)
+            deltas[name] = kernels.scaled(direction, -lr, views.get(name))
         if velocities:
             flushed = self._flush(kernels, self.momentum, step, [new_state[k] for k in velocities])
             new_state.update(zip(velocities, flushed))
@@ -352,9 +358,11 @@ class Adam(Optimizer):
         grads: Mapping[str, Any],
         kernels: Any,
         scale: float = 1.0,
+        lr_scale: Mapping[str, float] | None = None,
     ) -> Staged:
         if scale != 1.0:
             raise OptionError(f"Adam cannot take gradients scaled by {scale!r}")
+        lr_scale = lr_scale or {}
         b1, b2 = self.betas
         step = self.state.get("step", 0) + 1
         lr_m = self.lr / (1 - b1**step)  # the bias corrections, as PyTorch's Adam folds them
@@ -373,13 +381,15 @@ class Adam(Optimizer):
             m_new, v_new = kernels.adam_moments(m, v, g, b1, b2, None if bufs[0] is None else bufs)
             new_state[f"m/{name}"], new_state[f"v/{name}"] = m_new, v_new
             moments += [f"m/{name}", f"v/{name}"]
+            factor = lr_scale.get(name, 1.0)
             if self.weight_decay:  # -lr * wd * p + the Adam step, into the delta's view
                 raw = self._buffer("adam", name, g, kernels)
-                raw = kernels.adam_delta(m_new, v_new, lr_m, root_v, self.eps, raw)
-                deltas[name] = kernels.axpy(-self.lr * self.weight_decay, p, raw, views.get(name))
+                raw = kernels.adam_delta(m_new, v_new, lr_m * factor, root_v, self.eps, raw)
+                decay = -self.lr * factor * self.weight_decay
+                deltas[name] = kernels.axpy(decay, p, raw, views.get(name))
             else:
                 deltas[name] = kernels.adam_delta(
-                    m_new, v_new, lr_m, root_v, self.eps, views.get(name)
+                    m_new, v_new, lr_m * factor, root_v, self.eps, views.get(name)
                 )
         m_keys, v_keys = moments[0::2], moments[1::2]
         new_state.update(

@@ -143,6 +143,11 @@ class Program:
         self._float_dtype = self.xp.empty((0,), dtype=self._float).dtype
         self._half_max = float(np.finfo(dtype).max) / 2
         self._param_shapes = [(p, compiled.nodes[p].shape) for p in self._names["param"]]
+        self.lr_scales = {
+            p: compiled.nodes[p].lr_scale
+            for p in self._names["param"]
+            if compiled.nodes[p].lr_scale != 1.0
+        }  # the graph's per-parameter learning-rate factors, applied by train_step
         self._feed_specs = {
             n: (compiled.nodes[n].shape, compiled.nodes[n].dtype == "int64") for n in self._feedable
         }
@@ -670,6 +675,13 @@ class Program:
             )
         if on_nonfinite not in ("raise", "skip"):
             raise OptionError(f"on_nonfinite={on_nonfinite!r} must be 'raise' or 'skip'")
+        if self.lr_scales and algorithm in ("il-prox", "ipc"):
+            raise OptionError(
+                f"{algorithm} steps the parameters inside its schedule at one rate, so it cannot "
+                f"follow the graph's per-parameter learning rates (lr_scale on "
+                f"{', '.join(sorted(self.lr_scales)[:3])}...); use another algorithm, or a graph "
+                "without lr_scale (e.g. deep_cnn(adam_rates=False))"
+            )
         if options.get("alpha") is None and algorithm == "il-prox":
             options = {**options, "alpha": optimizer.lr}  # IL-prox's proximal step is the lr
         if options.get("lr") is None and algorithm == "ipc":
@@ -689,7 +701,8 @@ class Program:
                 )
         optimizer.check_state(current)  # OptionError names an entry that does not fit
         xp, kernels = self.xp, self.backend.kernels
-        scale = optimizer.gradient_scale()
+        # Per-parameter rates leave no single factor to fold into the backward pass.
+        scale = 1.0 if self.lr_scales else optimizer.gradient_scale()
         # A NaN or inf is reported below, naming the node where it first appears (or the batch
         # is skipped): NumPy's warnings from deep inside the step would only repeat it, vaguer.
         whole = self._whole(schedule, batch, comm)
@@ -701,7 +714,7 @@ class Program:
             else:  # the shards' parts and losses summed in one buffer, one collective
                 *summed, loss_sum = whole.sum([*grads.values(), xp.sum(run.loss)])
                 grads, loss = dict(zip(grads, summed)), loss_sum / whole.size
-            staged = optimizer.stage(current, grads, kernels, scale)
+            staged = optimizer.stage(current, grads, kernels, scale, self.lr_scales)
             ok = bool(self._proves_finite(loss, staged, current))
         if not ok:
             where = self._first_nonfinite(schedule, current, batch, grads, staged, whole)

@@ -88,6 +88,17 @@ def names() -> list[str]:
     return [*out, "head.W"]
 
 
+def authors_adam_rates(param_type: str, lr: float) -> list[float]:
+    """``cnn/optim.py``'s ``configure_cnn_param_optim(optim_id="adam")``: under muPC the first
+    layer at ``lr``, the ResNet blocks at ``lr / sqrt(width depth)``, the other stage convs
+    and the readout at ``lr / sqrt(width)``; under sp ``lr`` everywhere.  In ``names()`` order."""
+    if param_type == "sp":
+        return [lr] * len(names())
+    depth = STAGES * PER_STAGE
+    rates = [lr / math.sqrt(N * depth) if ".block" in n else lr / math.sqrt(N) for n in names()]
+    return [lr, *rates[1:]]
+
+
 def setup(param_type: str, activation: str = "relu", extra_depth: int = 0) -> tuple:
     g = pc.models.deep_cnn(
         extra_depth=extra_depth,
@@ -156,8 +167,7 @@ def test_one_pc_step_equals_the_authors(param_type: str) -> None:
     """``train_pcn``'s step: ``steps`` SGD steps on the activities at ``activity_lr *
     batch_size`` on the batch-mean energy (pcgraph IL at ``rate = activity_lr``: its dynamics
     are per example), then the weights' energy gradient at the final activities and one Adam
-    step (one learning rate for every layer; see spec/models.md for the authors' per-layer
-    rates)."""
+    step at the authors' per-layer rates (``Graph.param(lr_scale=)``)."""
     _, prog, params, batch, weights = setup(param_type)
     # activity_lr 0.3: the README's CNN setting; 30 steps carry the signal through 12 layers.
     steps, activity_lr, param_lr = 30, 0.3, 0.01
@@ -180,11 +190,13 @@ def test_one_pc_step_equals_the_authors(param_type: str) -> None:
     got = prog.grads(params, batch, "il", **options)
     for n, g in zip(names(), wgrads):
         np.testing.assert_allclose(got[n], g.numpy(), rtol=1e-10, atol=1e-13, err_msg=n)
-    # optax.adam(lr) after one step: the bias-corrected moments are g and g^2.
+    # optax.scale_by_adam then the per-layer rates, after one step: the bias-corrected moments
+    # are g and g^2, so each weight moves by its layer's rate times g / (|g| + eps).
     trained = {k: v.copy() for k, v in params.items()}
     prog.train_step(trained, batch, "il", optimizer=pc.optim.Adam(lr=param_lr), **options)
-    for n, g in zip(names(), wgrads):
-        expected = params[n] - param_lr * g.numpy() / (np.abs(g.numpy()) + 1e-8)
+    rates = authors_adam_rates(param_type, param_lr)
+    for n, g, lr in zip(names(), wgrads, rates):
+        expected = params[n] - lr * g.numpy() / (np.abs(g.numpy()) + 1e-8)
         np.testing.assert_allclose(trained[n], expected, rtol=1e-10, atol=1e-12, err_msg=n)
 
 

@@ -247,3 +247,77 @@ def test_early_stopping_counts_epochs_without_improvement() -> None:
         True,
     ]
     assert (stop.best, stop.best_at) == (0.4, 5)
+
+
+def scaled_graph() -> pc.Graph:
+    """A two-layer MLP whose first weight learns at 0.25 and whose output bias at 3 times the
+    optimiser's rate (``Graph.param(lr_scale=)``)."""
+    g = pc.Graph("scaled")
+    x = g.input("x", (5,))
+    h = pc.tanh(x @ g.param("W0", (5, 4), lr_scale=0.25) + g.param("b0", (4,)))
+    out = h @ g.param("W1", (4, 3)) + g.param("b1", (3,), lr_scale=3)
+    g.set_loss(pc.softmax_cross_entropy(out, g.target("y", (), dtype="int64")))
+    return g
+
+
+OPTIMISER_PAIRS = {  # pcgraph's optimiser and PyTorch's, same settings
+    "sgd": (lambda: pc.optim.SGD(lr=0.1), lambda torch, groups: torch.optim.SGD(groups, lr=0.1)),
+    "sgd-nesterov-decay": (
+        lambda: pc.optim.SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+        lambda torch, groups: torch.optim.SGD(
+            groups, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01
+        ),
+    ),
+    "adamw": (
+        lambda: pc.optim.Adam(lr=0.01, weight_decay=0.1),
+        lambda torch, groups: torch.optim.AdamW(groups, lr=0.01, weight_decay=0.1),
+    ),
+}
+
+
+@pytest.mark.parametrize("pair", sorted(OPTIMISER_PAIRS))
+def test_per_parameter_learning_rates_are_pytorch_parameter_groups(pair: str) -> None:
+    """Three steps of pcgraph's optimiser on a graph with ``lr_scale`` params equal PyTorch's
+    optimiser with one parameter group per rate, fed the same gradients."""
+    torch = pytest.importorskip("torch", reason="PyTorch's optimisers are the reference")
+    g = scaled_graph()
+    prog = pc.compile(g, dtype="float64")
+    assert prog.lr_scales == {"W0": 0.25, "b1": 3.0}
+    params = prog.init_params(seed=1)
+    batch = random_batch(g, size=6)
+    tensors = {k: torch.tensor(np.array(v), requires_grad=True) for k, v in params.items()}
+    ours, theirs = OPTIMISER_PAIRS[pair]
+    base = theirs(torch, [{"params": [tensors[k]]} for k in tensors]).defaults["lr"]
+    reference = theirs(
+        torch,
+        [{"params": [t], "lr": base * prog.lr_scales.get(k, 1.0)} for k, t in tensors.items()],
+    )
+    opt = ours()
+    for _ in range(3):
+        grads = prog.grads(params, batch)
+        for k, t in tensors.items():
+            t.grad = torch.tensor(np.asarray(grads[k]))
+        reference.step()
+        prog.train_step(params, batch, optimizer=opt)
+        for k, t in tensors.items():
+            np.testing.assert_allclose(params[k], t.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_lr_scale_survives_a_graph_file_and_is_checked() -> None:
+    g = scaled_graph()
+    again = pc.graph_from_json(pc.graph_to_json(g))
+    assert pc.compile(again).lr_scales == {"W0": 0.25, "b1": 3.0}
+    assert pc.fingerprint(again) == pc.fingerprint(g)  # a training setting, like init
+    with pytest.raises(pc.GraphError, match="'w': lr_scale"):
+        pc.Graph().param("w", (2,), lr_scale=0)
+    text = pc.graph_to_json(g).replace('"lr_scale": 3.0', '"lr_scale": -1')
+    with pytest.raises(pc.FileFormatError, match="lr_scale"):
+        pc.graph_from_json(text)
+
+
+def test_algorithms_that_step_parameters_inside_the_schedule_refuse_per_parameter_rates() -> None:
+    prog = pc.compile(scaled_graph())
+    params, batch = prog.init_params(0), random_batch(scaled_graph(), size=4)
+    for algorithm in ("ipc", "il-prox"):
+        with pytest.raises(pc.OptionError, match="per-parameter learning rates"):
+            prog.train_step(params, batch, algorithm, optimizer=pc.optim.SGD(lr=0.1))

@@ -210,6 +210,7 @@ def deep_cnn(
     parameterisation: str = "mupc",
     loss: str = "cross_entropy",
     extra_depth: int = 0,
+    adam_rates: bool = True,
 ) -> Graph:
     """A deep residual CNN of one-conv blocks: x ``in_shape`` (C, H, W) -> logits ``(classes,)``.
 
@@ -226,7 +227,11 @@ def deep_cnn(
     ``head.matmul`` the raw one): stage convs ``1/sqrt(C_in k^2)``, residual branches
     ``gain(act) / sqrt(width k^2) / sqrt(L)`` with ``L = stages * blocks_per_stage + extra_depth``
     (``extra_depth``: the authors' ``additive_depth_factor``), the readout
-    ``1/F``; ``activation`` one of ``MUPC_CONV_GAINS``.  ``"sp"``: no multipliers, weights
+    ``1/F``; ``activation`` one of ``MUPC_CONV_GAINS``.  With ``adam_rates`` the params carry
+    the authors' per-layer Adam learning rates as ``lr_scale`` (their ``cnn/optim.py``): 1 on
+    the first stage conv, ``1/sqrt(width L)`` on the residual branches, ``1/sqrt(width)`` on the
+    other stage convs and the readout (for gradient descent they scale one rate by the width
+    instead: ``adam_rates=False`` leaves every factor 1).  ``"sp"``: no multipliers, weights
     ``fan_in_uniform`` (Equinox's default).  ``loss="mse"``: against a float one-hot
     ``y (classes,)``.  See ``spec/models.md``.
     """
@@ -254,26 +259,39 @@ def deep_cnn(
     depth = stages * blocks_per_stage + extra_depth
     g = Graph("deep_cnn")
 
-    def conv(h: Node, name: str, multiplier: float) -> Node:
+    def rate(factor: float) -> float:
+        return factor if mupc and adam_rates else 1.0
+
+    def conv(h: Node, name: str, multiplier: float, lr_scale: float = 1.0) -> Node:
         shape = (width, h.shape[0], kernel, kernel)
         if not mupc:
             W = g.param(f"{name}.W", shape, init="fan_in_uniform")
             return pc.conv2d(h, W, padding=kernel // 2, name=name)
-        W = g.param(f"{name}.W", shape, init="standard_normal")
+        W = g.param(f"{name}.W", shape, init="standard_normal", lr_scale=lr_scale)
         raw = pc.conv2d(h, W, padding=kernel // 2, name=f"{name}.conv")
         return pc.mul(raw, multiplier, name=name)
 
     h = g.input("x", in_shape)
     branch_scale = MUPC_CONV_GAINS[activation] / math.sqrt(width * kernel**2 * depth)
     for s in range(1, stages + 1):
-        h = pc.layer(conv(h, f"stage{s}.conv", 1.0 / math.sqrt(h.shape[0] * kernel**2)))
+        stem_rate = rate(1.0 if s == 1 else 1.0 / math.sqrt(width))
+        stem_scale = 1.0 / math.sqrt(h.shape[0] * kernel**2)
+        h = pc.layer(conv(h, f"stage{s}.conv", stem_scale, stem_rate))
         for i in range(blocks_per_stage):
-            h = pc.layer(h + conv(act(h), f"stage{s}.block{i}", branch_scale))
+            branch = conv(
+                act(h), f"stage{s}.block{i}", branch_scale, rate(1 / math.sqrt(width * depth))
+            )
+            h = pc.layer(h + branch)
         h = pc.layer(pc.avg_pool2d(h, 2, name=f"stage{s}.pool"))
     h = pc.flatten(h)
     features = h.shape[0]
     if mupc:
-        W = g.param("head.W", (features, classes), init="standard_normal")
+        W = g.param(
+            "head.W",
+            (features, classes),
+            init="standard_normal",
+            lr_scale=rate(1.0 / math.sqrt(width)),
+        )
         logits = pc.mul(pc.matmul(h, W, name="head.matmul"), 1.0 / features, name="head")
     else:
         W = g.param("head.W", (features, classes), init="fan_in_uniform")
