@@ -675,17 +675,19 @@ class Program:
             )
         if on_nonfinite not in ("raise", "skip"):
             raise OptionError(f"on_nonfinite={on_nonfinite!r} must be 'raise' or 'skip'")
-        if self.lr_scales and algorithm in ("il-prox", "ipc"):
-            raise OptionError(
-                f"{algorithm} steps the parameters inside its schedule at one rate, so it cannot "
-                f"follow the graph's per-parameter learning rates (lr_scale on "
-                f"{', '.join(sorted(self.lr_scales)[:3])}...); use another algorithm, or a graph "
-                "without lr_scale (e.g. deep_cnn(adam_rates=False))"
-            )
-        if options.get("alpha") is None and algorithm == "il-prox":
-            options = {**options, "alpha": optimizer.lr}  # IL-prox's proximal step is the lr
-        if options.get("lr") is None and algorithm == "ipc":
-            options = {**options, "lr": optimizer.lr}  # iPC's in-loop parameter step
+        from .algorithms import get_algorithm
+
+        step_option = get_algorithm(algorithm).param_step_option
+        if step_option is not None:
+            if self.lr_scales:
+                raise OptionError(
+                    f"{algorithm} steps the parameters inside its schedule at one rate, so it "
+                    f"cannot follow the graph's per-parameter learning rates (lr_scale on "
+                    f"{', '.join(sorted(self.lr_scales)[:3])}...); use another algorithm, or a "
+                    "graph without lr_scale (e.g. deep_cnn(adam_rates=False))"
+                )
+            if options.get(step_option) is None:  # the in-schedule step is the optimiser's lr
+                options = {**options, step_option: optimizer.lr}
         schedule = self._schedule_of(algorithm, options)
         if not isinstance(params, MutableMapping):
             raise FeedError(

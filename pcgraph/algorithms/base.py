@@ -54,6 +54,9 @@ class Algorithm:
     summary: str
     schedule: Callable[..., Any]
     options: Mapping[str, Option] = field(default_factory=dict)
+    # The option that is the parameters' step size inside the schedule, if the algorithm steps
+    # them there: ``train_step`` fills it with the optimiser's learning rate when not given.
+    param_step_option: str | None = None
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults filled in and every value checked; an unknown option names the valid ones."""

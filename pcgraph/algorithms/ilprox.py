@@ -208,5 +208,6 @@ register(
                 "the proximal output target's norm: per example, or as ILTheory's ProxPC",
             ),
         },
+        param_step_option="alpha",
     )
 )

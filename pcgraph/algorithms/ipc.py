@@ -100,5 +100,6 @@ register(
             "lr": Option(None, _optional_rate, "the parameters' step size inside the loop"),
             "value_nodes": VALUE_NODES,
         },
+        param_step_option="lr",
     )
 )
